@@ -1,0 +1,292 @@
+//! A burst of validated descriptor chains, and the views through which callers read and
+//! write the buffers of a chain.
+//!
+//! Per-queue memory stays small: a burst keeps one flat segment array shared by all its
+//! chains (typically 1-2 segments each for virtio-net), allocated once for the burst
+//! size and grown out of line only when a guest posts longer chains. Chains are indices
+//! into it. The burst holds the `Arc<GuestMemory>` its segments point into, so no
+//! segment can outlive its mapping.
+
+use std::sync::Arc;
+
+use crate::mem::{GuestMemory, HostSpan};
+use crate::Token;
+
+/// One buffer of a chain: a translated guest-physical range.
+#[derive(Debug)]
+pub struct Seg {
+    pub(crate) span: HostSpan,
+    pub(crate) gpa: u64,
+}
+
+impl Seg {
+    /// Guest-physical address of the buffer.
+    #[inline]
+    pub fn gpa(&self) -> u64 {
+        self.gpa
+    }
+    /// Length of the buffer in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.span.len()
+    }
+    /// True for a zero-length buffer.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.span.is_empty()
+    }
+    /// Copies bytes from the buffer at `off` into `dst` (a snapshot the guest may be
+    /// changing: validate what you parse). Returns bytes copied.
+    #[inline]
+    pub fn read(&self, off: usize, dst: &mut [u8]) -> usize {
+        self.span.read_bytes(off, dst)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChainInfo {
+    pub(crate) token: Token,
+    pub(crate) seg_start: u32,
+    pub(crate) nread: u16,
+    pub(crate) nwrite: u16,
+    pub(crate) read_len: u32,
+    pub(crate) write_len: u32,
+}
+
+/// A burst of chains popped from one queue.
+#[derive(Debug)]
+pub struct Burst {
+    mem: Option<Arc<GuestMemory>>,
+    pub(crate) chains: Vec<ChainInfo>,
+    pub(crate) segs: Vec<Seg>,
+    cap: usize,
+}
+
+impl Burst {
+    /// A burst that holds up to `max_chains` chains without allocating for chains of up
+    /// to four buffers each.
+    pub fn with_capacity(max_chains: usize) -> Self {
+        let cap = max_chains.max(1);
+        Self { mem: None, chains: Vec::with_capacity(cap), segs: Vec::with_capacity(cap * 4), cap }
+    }
+
+    /// Maximum number of chains one pop puts here.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Number of chains in the burst.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// True when the last pop found nothing.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+    }
+
+    /// Chain `i` of the burst.
+    #[inline]
+    pub fn chain(&self, i: usize) -> Chain<'_> {
+        let info = &self.chains[i];
+        let start = info.seg_start as usize;
+        let end = start + info.nread as usize + info.nwrite as usize;
+        Chain { info, segs: &self.segs[start..end] }
+    }
+
+    /// Iterates over the chains.
+    pub fn iter(&self) -> impl Iterator<Item = Chain<'_>> {
+        (0..self.len()).map(move |i| self.chain(i))
+    }
+
+    /// The tokens of all chains, for completing them.
+    pub fn tokens(&self) -> impl Iterator<Item = Token> + '_ {
+        self.chains.iter().map(|c| c.token)
+    }
+
+    /// Empties the burst and pins the memory map its next segments will point into.
+    #[inline]
+    pub(crate) fn reset(&mut self, mem: &Arc<GuestMemory>) {
+        self.chains.clear();
+        self.segs.clear();
+        match &self.mem {
+            Some(m) if Arc::ptr_eq(m, mem) => {}
+            _ => self.mem = Some(mem.clone()),
+        }
+    }
+}
+
+/// A validated descriptor chain: device-readable buffers first, then device-writable.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a> {
+    info: &'a ChainInfo,
+    segs: &'a [Seg],
+}
+
+impl<'a> Chain<'a> {
+    /// What to pass to `add_used` to complete this chain.
+    #[inline]
+    pub fn token(&self) -> Token {
+        self.info.token
+    }
+    /// Buffer id of the chain.
+    #[inline]
+    pub fn id(&self) -> u16 {
+        self.info.token.id
+    }
+    /// The device-readable buffers.
+    #[inline]
+    pub fn readable(&self) -> &'a [Seg] {
+        &self.segs[..self.info.nread as usize]
+    }
+    /// The device-writable buffers.
+    #[inline]
+    pub fn writable(&self) -> &'a [Seg] {
+        &self.segs[self.info.nread as usize..]
+    }
+    /// Total bytes of the readable buffers.
+    #[inline]
+    pub fn read_len(&self) -> u32 {
+        self.info.read_len
+    }
+    /// Total bytes of the writable buffers.
+    #[inline]
+    pub fn write_len(&self) -> u32 {
+        self.info.write_len
+    }
+
+    /// Gathers readable bytes starting at byte `off` of the chain into `dst`. Returns
+    /// bytes copied.
+    pub fn read_at(&self, mut off: usize, dst: &mut [u8]) -> usize {
+        let mut done = 0;
+        for s in self.readable() {
+            if done == dst.len() {
+                break;
+            }
+            if off >= s.len() {
+                off -= s.len();
+                continue;
+            }
+            done += s.span.read_bytes(off, &mut dst[done..]);
+            off = 0;
+        }
+        done
+    }
+
+    /// Scatters `src` into the writable buffers starting at byte `off` of the writable
+    /// part. Returns bytes written (short when the buffers are too small).
+    pub fn write_at(&self, mut off: usize, src: &[u8]) -> usize {
+        let mut done = 0;
+        for s in self.writable() {
+            if done == src.len() {
+                break;
+            }
+            if off >= s.len() {
+                off -= s.len();
+                continue;
+            }
+            done += s.span.write_bytes(off, &src[done..]);
+            off = 0;
+        }
+        done
+    }
+
+    /// Copies up to `n` readable bytes of `src` (from its byte `src_off`) into this
+    /// chain's writable part at `off`: one copy from guest memory to guest memory.
+    /// Returns bytes copied.
+    pub fn copy_from(&self, mut off: usize, src: &Chain<'_>, src_off: usize, n: usize) -> usize {
+        let rsegs = src.readable();
+        let (mut si, mut soff) = (0, src_off);
+        let mut done = 0;
+        for d in self.writable() {
+            if off >= d.len() {
+                off -= d.len();
+                continue;
+            }
+            while off < d.len() && done < n {
+                // Skip exhausted (or empty) source segments.
+                while si < rsegs.len() && soff >= rsegs[si].len() {
+                    soff -= rsegs[si].len();
+                    si += 1;
+                }
+                if si == rsegs.len() {
+                    return done;
+                }
+                let c = d.span.copy_from_span(off, &rsegs[si].span, soff, n - done);
+                done += c;
+                off += c;
+                soff += c;
+            }
+            if done == n {
+                break;
+            }
+            off = 0;
+        }
+        done
+    }
+}
+
+/// Builds one chain into a burst while enforcing the rules every layout shares:
+/// readable buffers before writable ones, total length within 32 bits, every buffer
+/// inside guest memory.
+pub(crate) struct ChainAcc {
+    seg_start: u32,
+    nread: u16,
+    nwrite: u16,
+    read_len: u32,
+    write_len: u32,
+}
+
+impl ChainAcc {
+    #[inline(always)]
+    pub(crate) fn new(burst: &Burst) -> Self {
+        Self { seg_start: burst.segs.len() as u32, nread: 0, nwrite: 0, read_len: 0, write_len: 0 }
+    }
+
+    #[inline(always)]
+    pub(crate) fn add(
+        &mut self,
+        burst: &mut Burst,
+        mem: &GuestMemory,
+        hint: &mut usize,
+        addr: u64,
+        len: u32,
+        writable: bool,
+    ) -> Result<(), crate::RingError> {
+        use crate::RingError;
+        if writable {
+            self.write_len = self.write_len.checked_add(len).ok_or(RingError::LengthOverflow)?;
+            self.nwrite = self.nwrite.wrapping_add(1);
+        } else {
+            if self.nwrite != 0 {
+                return Err(RingError::ReadableAfterWritable);
+            }
+            self.read_len = self.read_len.checked_add(len).ok_or(RingError::LengthOverflow)?;
+            self.nread = self.nread.wrapping_add(1);
+        }
+        self.read_len.checked_add(self.write_len).ok_or(RingError::LengthOverflow)?;
+        let span = mem.translate(addr, len as u64, hint).ok_or(RingError::BufferOutOfRange { addr, len })?;
+        burst.segs.push(Seg { span, gpa: addr });
+        Ok(())
+    }
+
+    #[inline(always)]
+    pub(crate) fn finish(self, burst: &mut Burst, token: Token) {
+        burst.chains.push(ChainInfo {
+            token,
+            seg_start: self.seg_start,
+            nread: self.nread,
+            nwrite: self.nwrite,
+            read_len: self.read_len,
+            write_len: self.write_len,
+        });
+    }
+
+    /// Drops the segments of a chain that failed validation.
+    pub(crate) fn abort(self, burst: &mut Burst) {
+        burst.segs.truncate(self.seg_start as usize);
+    }
+}

@@ -1,0 +1,589 @@
+//! Guest memory: guest-physical regions mapped into this process.
+//!
+//! This module owns every `unsafe` access to memory that a guest (or any vhost-user peer)
+//! shares with us. The rest of the crate sees two things:
+//!
+//! * [`GuestMemory`]: a set of non-overlapping regions, each a guest-physical range backed
+//!   by an `mmap` of a file descriptor (memfd, hugetlbfs, shm) at some offset. It
+//!   translates a guest-physical `(addr, len)` into a [`HostSpan`] with one bounds check.
+//! * [`HostSpan`]: a checked, host-virtual view of guest bytes. Every load and store goes
+//!   through a raw pointer with volatile or byte-copy semantics; we never form a Rust
+//!   reference into guest memory because the guest may write it at any moment. Ring code
+//!   reads each field once into a local and validates the local.
+//!
+//! Lifetime rule (the invariant the rest of the crate keeps): a `HostSpan` is only used
+//! while the `Arc<GuestMemory>` it was translated from is alive. Queues hold that `Arc`
+//! for as long as they hold spans, and [`crate::Burst`] holds it for the segments it
+//! hands out, so a memory-table change (vhost-user SET_MEM_TABLE) can never unmap memory
+//! that a span still points into: the old mapping lives until its last holder drops it.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+use crate::error::MemError;
+
+/// One guest-physical region mapped into our address space.
+#[derive(Debug)]
+pub struct Region {
+    /// Guest-physical start address.
+    gpa: u64,
+    /// Length in bytes of the guest-physical range.
+    size: u64,
+    /// Userspace address the frontend uses for this region (vhost-user "user address"),
+    /// used to translate vring addresses given in the frontend's address space.
+    user_addr: u64,
+    /// Host pointer that corresponds to `gpa`.
+    host: NonNull<u8>,
+    /// What was passed to mmap (so that Drop can unmap it).
+    map_base: NonNull<u8>,
+    map_len: usize,
+}
+
+// SAFETY: a Region is a plain description of a shared mapping; the pointers it holds are
+// only dereferenced through HostSpan accessors, which use volatile/byte-copy semantics
+// that are sound under concurrent access from other threads or processes.
+unsafe impl Send for Region {}
+// SAFETY: see `Send` above; Region has no interior mutability of its own.
+unsafe impl Sync for Region {}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: map_base/map_len are exactly what a successful mmap returned and this
+        // Region is the only owner of that mapping.
+        unsafe {
+            libc::munmap(self.map_base.as_ptr().cast(), self.map_len);
+        }
+    }
+}
+
+impl Region {
+    /// Guest-physical start address.
+    pub fn gpa(&self) -> u64 {
+        self.gpa
+    }
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    /// The frontend's userspace address of this region.
+    pub fn user_addr(&self) -> u64 {
+        self.user_addr
+    }
+}
+
+/// Description of a region to map, as vhost-user's memory table gives it.
+#[derive(Debug, Clone, Copy)]
+pub struct RegionSpec {
+    /// Guest-physical start address.
+    pub gpa: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// The frontend's userspace address of the region (0 when unused).
+    pub user_addr: u64,
+    /// Offset into the file where the region starts.
+    pub mmap_offset: u64,
+}
+
+/// A set of mapped guest-physical regions, sorted by address and non-overlapping.
+#[derive(Debug, Default)]
+pub struct GuestMemory {
+    regions: Vec<Region>,
+}
+
+/// A host-virtual span of guest memory, produced only by [`GuestMemory::translate`].
+///
+/// Accessors check offsets against the span length, so a span can never reach outside
+/// the range that was validated when it was created.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HostSpan {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a HostSpan is a bounds-checked window into a shared mapping; all accesses are
+// volatile or raw byte copies, which are fine from any thread (see the module docs for
+// the lifetime rule that keeps the mapping alive).
+unsafe impl Send for HostSpan {}
+// SAFETY: as for Send.
+unsafe impl Sync for HostSpan {}
+
+impl GuestMemory {
+    /// An empty memory map (every translation fails).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Maps `spec.size` bytes of `fd` starting at `spec.mmap_offset` as guest-physical
+    /// range `[spec.gpa, spec.gpa + spec.size)` and adds it to the map.
+    ///
+    /// Like DPDK's vhost library, the mapping starts at file offset 0 and covers
+    /// `mmap_offset + size` bytes, so an offset that is not page aligned still works.
+    pub fn add_region(&mut self, fd: BorrowedFd<'_>, spec: RegionSpec) -> Result<(), MemError> {
+        if spec.size == 0 {
+            return Err(MemError::EmptyRegion { gpa: spec.gpa });
+        }
+        let end = spec
+            .gpa
+            .checked_add(spec.size)
+            .ok_or(MemError::RegionOverflow { gpa: spec.gpa, size: spec.size })?;
+        spec.user_addr
+            .checked_add(spec.size)
+            .ok_or(MemError::RegionOverflow { gpa: spec.user_addr, size: spec.size })?;
+        for r in &self.regions {
+            if spec.gpa < r.gpa + r.size && r.gpa < end {
+                return Err(MemError::Overlap { gpa: spec.gpa, size: spec.size, other: r.gpa });
+            }
+        }
+        let map_len =
+            spec.mmap_offset
+                .checked_add(spec.size)
+                .filter(|l| *l <= isize::MAX as u64)
+                .ok_or(MemError::RegionOverflow { gpa: spec.gpa, size: spec.size })? as usize;
+        // Refuse fds whose file is too small: touching a page past EOF of a memfd raises
+        // SIGBUS, which would let a peer kill us.
+        let file_len = fd_len(fd).map_err(|e| MemError::Map { gpa: spec.gpa, source: e })?;
+        if let Some(len) = file_len {
+            if len < map_len as u64 {
+                return Err(MemError::FileTooSmall { gpa: spec.gpa, need: map_len as u64, have: len });
+            }
+        }
+        // SAFETY: we ask the kernel for a fresh shared mapping of a file descriptor we
+        // borrow; the result is checked for MAP_FAILED before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(MemError::Map { gpa: spec.gpa, source: io::Error::last_os_error() });
+        }
+        let map_base = NonNull::new(p.cast::<u8>()).expect("mmap returned null");
+        // SAFETY: mmap_offset < map_len, so the pointer stays inside the mapping.
+        let host = unsafe { NonNull::new_unchecked(map_base.as_ptr().add(spec.mmap_offset as usize)) };
+        let region =
+            Region { gpa: spec.gpa, size: spec.size, user_addr: spec.user_addr, host, map_base, map_len };
+        let pos = self.regions.partition_point(|r| r.gpa < spec.gpa);
+        self.regions.insert(pos, region);
+        Ok(())
+    }
+
+    /// Removes the region that starts at `gpa` with `size` bytes (vhost-user REM_MEM_REG).
+    pub fn remove_region(&mut self, gpa: u64, size: u64) -> Result<(), MemError> {
+        let pos = self
+            .regions
+            .iter()
+            .position(|r| r.gpa == gpa && r.size == size)
+            .ok_or(MemError::NoSuchRegion { gpa, size })?;
+        self.regions.remove(pos);
+        Ok(())
+    }
+
+    /// The regions, in address order.
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// Total bytes mapped for guest memory.
+    pub fn total_size(&self) -> u64 {
+        self.regions.iter().map(|r| r.size).sum()
+    }
+
+    /// Translates `[gpa, gpa + len)` to a host span if the whole range lies inside one
+    /// region. `hint` is a per-caller last-hit cache of the region index: the common case
+    /// costs one comparison pair.
+    #[inline]
+    pub(crate) fn translate(&self, gpa: u64, len: u64, hint: &mut usize) -> Option<HostSpan> {
+        if let Some(r) = self.regions.get(*hint) {
+            if let Some(s) = Self::in_region(r, gpa, len) {
+                return Some(s);
+            }
+        }
+        self.translate_slow(gpa, len, hint)
+    }
+
+    #[cold]
+    fn translate_slow(&self, gpa: u64, len: u64, hint: &mut usize) -> Option<HostSpan> {
+        let idx = self.regions.partition_point(|r| r.gpa <= gpa).checked_sub(1)?;
+        let s = Self::in_region(&self.regions[idx], gpa, len)?;
+        *hint = idx;
+        Some(s)
+    }
+
+    #[inline(always)]
+    fn in_region(r: &Region, gpa: u64, len: u64) -> Option<HostSpan> {
+        let off = gpa.wrapping_sub(r.gpa);
+        // off < size and len <= size - off, written without overflow.
+        if gpa >= r.gpa && off < r.size && len <= r.size - off {
+            // SAFETY: off < size, and [host, host + size) is inside the mapping.
+            let ptr = unsafe { NonNull::new_unchecked(r.host.as_ptr().add(off as usize)) };
+            Some(HostSpan { ptr, len: len as usize })
+        } else if len == 0 && gpa >= r.gpa && off <= r.size {
+            // A zero-length buffer at the very end of a region is harmless.
+            // SAFETY: off <= size: at most one past the end, never dereferenced (len 0).
+            let ptr = unsafe { NonNull::new_unchecked(r.host.as_ptr().add(off as usize)) };
+            Some(HostSpan { ptr, len: 0 })
+        } else {
+            None
+        }
+    }
+
+    /// Copies `src` into guest memory at `gpa` (one region must hold the whole range).
+    pub fn write(&self, gpa: u64, src: &[u8]) -> Result<(), MemError> {
+        let mut h = 0;
+        let s = self
+            .translate(gpa, src.len() as u64, &mut h)
+            .ok_or(MemError::OutOfRange { addr: gpa, len: src.len() as u64 })?;
+        s.write_bytes(0, src);
+        Ok(())
+    }
+
+    /// Copies guest memory at `gpa` into `dst` (one region must hold the whole range).
+    pub fn read(&self, gpa: u64, dst: &mut [u8]) -> Result<(), MemError> {
+        let mut h = 0;
+        let s = self
+            .translate(gpa, dst.len() as u64, &mut h)
+            .ok_or(MemError::OutOfRange { addr: gpa, len: dst.len() as u64 })?;
+        s.read_bytes(0, dst);
+        Ok(())
+    }
+
+    /// Translates an address in the frontend's userspace (vhost-user vring addresses) to
+    /// a guest-physical address.
+    pub fn user_to_gpa(&self, uaddr: u64, len: u64) -> Option<u64> {
+        self.regions.iter().find_map(|r| {
+            let off = uaddr.checked_sub(r.user_addr)?;
+            (off < r.size && len <= r.size - off).then_some(r.gpa + off)
+        })
+    }
+}
+
+/// Length of the file behind `fd`, or `None` for kinds of file that have no size.
+fn fd_len(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    // SAFETY: fstat writes into a zeroed stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd (borrowed) and a valid out-pointer.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+        Ok(Some(st.st_size as u64))
+    } else {
+        Ok(None)
+    }
+}
+
+/// Creates an anonymous shared-memory file of `size` bytes (memfd), as a frontend does
+/// for the memory it shares with a vhost-user backend.
+pub fn memfd_create(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: cname is a valid NUL-terminated string.
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create returned a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: valid fd; ftruncate has no memory-safety preconditions.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+impl HostSpan {
+    /// Length of the span in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a zero-length span.
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    #[inline(always)]
+    fn check(&self, off: usize, n: usize) -> bool {
+        off <= self.len && n <= self.len - off
+    }
+
+    /// Bounds and natural alignment for an `n`-byte scalar access (`n` a power of two,
+    /// at most 8). Ring areas are validated aligned at setup, so this never fails for
+    /// them; it keeps a misaligned access impossible rather than undefined.
+    #[inline(always)]
+    fn check_scalar(&self, off: usize, n: usize) -> bool {
+        self.check(off, n) && (self.ptr.as_ptr() as usize + off) & (n - 1) == 0
+    }
+
+    /// Reads a little-endian u16 at `off` once. Out-of-range offsets read as 0 (callers
+    /// only use offsets they derived from the validated span length).
+    #[inline(always)]
+    pub fn read_u16(&self, off: usize) -> u16 {
+        if !self.check_scalar(off, 2) {
+            return 0;
+        }
+        // SAFETY: [off, off+2) is inside the span; a volatile read through a raw pointer
+        // never forms a reference, and any bit pattern is a valid u16.
+        u16::from_le(unsafe { self.ptr.as_ptr().add(off).cast::<u16>().read_volatile() })
+    }
+
+    /// Reads a little-endian u32 at `off` once.
+    #[inline(always)]
+    pub fn read_u32(&self, off: usize) -> u32 {
+        if !self.check_scalar(off, 4) {
+            return 0;
+        }
+        // SAFETY: in bounds (checked above); volatile raw read.
+        u32::from_le(unsafe { self.ptr.as_ptr().add(off).cast::<u32>().read_volatile() })
+    }
+
+    /// Reads a little-endian u64 at `off` once.
+    #[inline(always)]
+    pub fn read_u64(&self, off: usize) -> u64 {
+        if !self.check_scalar(off, 8) {
+            return 0;
+        }
+        // SAFETY: in bounds (checked above); volatile raw read.
+        u64::from_le(unsafe { self.ptr.as_ptr().add(off).cast::<u64>().read_volatile() })
+    }
+
+    /// Reads one 16-byte virtio descriptor at `off` (split and packed share the size)
+    /// as `(addr, len, third, fourth)`: for split `(addr, len, flags, next)`, for packed
+    /// `(addr, len, id, flags)`. Each field is read exactly once.
+    #[inline(always)]
+    pub fn read_desc(&self, off: usize) -> (u64, u32, u16, u16) {
+        if !self.check_scalar(off, 8) || !self.check(off, 16) {
+            return (0, 0, 0, 0);
+        }
+        // SAFETY: [off, off+16) is in bounds; a 16-byte volatile read of plain integers.
+        let raw = unsafe { self.ptr.as_ptr().add(off).cast::<[u64; 2]>().read_volatile() };
+        let a = u64::from_le(raw[0]);
+        let b = u64::from_le(raw[1]);
+        (a, b as u32, (b >> 32) as u16, (b >> 48) as u16)
+    }
+
+    /// Writes a little-endian u16 at `off`.
+    #[inline(always)]
+    pub fn write_u16(&self, off: usize, v: u16) {
+        if !self.check_scalar(off, 2) {
+            return;
+        }
+        // SAFETY: in bounds; volatile raw write of plain bytes into shared memory.
+        unsafe { self.ptr.as_ptr().add(off).cast::<u16>().write_volatile(v.to_le()) }
+    }
+
+    /// Writes a little-endian u32 at `off`.
+    #[inline(always)]
+    pub fn write_u32(&self, off: usize, v: u32) {
+        if !self.check_scalar(off, 4) {
+            return;
+        }
+        // SAFETY: in bounds; volatile raw write.
+        unsafe { self.ptr.as_ptr().add(off).cast::<u32>().write_volatile(v.to_le()) }
+    }
+
+    /// Writes a little-endian u64 at `off`.
+    #[inline(always)]
+    pub fn write_u64(&self, off: usize, v: u64) {
+        if !self.check_scalar(off, 8) {
+            return;
+        }
+        // SAFETY: in bounds; volatile raw write.
+        unsafe { self.ptr.as_ptr().add(off).cast::<u64>().write_volatile(v.to_le()) }
+    }
+
+    /// Writes a 16-byte descriptor `(addr, len, third, fourth)` at `off` (see `read_desc`).
+    #[inline(always)]
+    pub fn write_desc(&self, off: usize, addr: u64, len: u32, c: u16, d: u16) {
+        if !self.check_scalar(off, 8) || !self.check(off, 16) {
+            return;
+        }
+        let b = (len as u64) | ((c as u64) << 32) | ((d as u64) << 48);
+        // SAFETY: in bounds; volatile raw write of two u64 words.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off).cast::<u64>();
+            p.write_volatile(addr.to_le());
+            p.add(1).write_volatile(b.to_le());
+        }
+    }
+
+    /// Copies bytes out of guest memory starting at `off` into `dst`; returns how many
+    /// were copied (short at the end of the span). The bytes are a snapshot: the guest
+    /// may change them concurrently, so callers validate what they parse from `dst`.
+    #[inline(always)]
+    pub fn read_bytes(&self, off: usize, dst: &mut [u8]) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = dst.len().min(self.len - off);
+        // SAFETY: source range is in bounds; the destination is our own buffer and cannot
+        // overlap guest memory mapped here. Byte copies have no invalid values.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), n) }
+        n
+    }
+
+    /// Copies `src` into guest memory at `off`; returns how many bytes were written.
+    #[inline(always)]
+    pub fn write_bytes(&self, off: usize, src: &[u8]) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = src.len().min(self.len - off);
+        // SAFETY: destination range is in bounds of the span; src is our own memory.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), n) }
+        n
+    }
+
+    /// Copies `n` bytes from `src` at `src_off` into this span at `off`: one copy from
+    /// one guest's memory into another's (or within one guest). Returns bytes copied.
+    #[inline(always)]
+    pub fn copy_from_span(&self, off: usize, src: &HostSpan, src_off: usize, n: usize) -> usize {
+        if off >= self.len || src_off >= src.len {
+            return 0;
+        }
+        let n = n.min(self.len - off).min(src.len - src_off);
+        // SAFETY: both ranges are in bounds of their spans; `copy` (memmove) is used
+        // because a malicious guest can make two of its own buffers overlap.
+        unsafe { std::ptr::copy(src.ptr.as_ptr().add(src_off), self.ptr.as_ptr().add(off), n) }
+        n
+    }
+
+    /// Fills `n` bytes at `off` with `byte`.
+    pub fn fill(&self, off: usize, byte: u8, n: usize) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = n.min(self.len - off);
+        // SAFETY: in bounds of the span.
+        unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(off), byte, n) }
+        n
+    }
+}
+
+/// Orders earlier loads of ring memory before later loads (after reading an index or
+/// flags that publish data written by the other side).
+#[inline(always)]
+pub fn acquire() {
+    fence(Ordering::Acquire);
+}
+
+/// Orders earlier stores before later stores (before publishing an index or flags).
+#[inline(always)]
+pub fn release() {
+    fence(Ordering::Release);
+}
+
+/// Full barrier: a store (e.g. enabling notifications) must be visible before a later
+/// load (re-checking the ring), as virtio's notification races require.
+#[inline(always)]
+pub fn full() {
+    fence(Ordering::SeqCst);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn mem_with(regions: &[(u64, u64)]) -> (GuestMemory, Vec<OwnedFd>) {
+        let mut m = GuestMemory::new();
+        let mut fds = Vec::new();
+        for &(gpa, size) in regions {
+            let fd = memfd_create("t", size).unwrap();
+            m.add_region(fd.as_fd(), RegionSpec { gpa, size, user_addr: gpa + 0x1000_0000, mmap_offset: 0 })
+                .unwrap();
+            fds.push(fd);
+        }
+        (m, fds)
+    }
+
+    #[test]
+    fn translate_inside_and_across_regions() {
+        let (m, _fds) = mem_with(&[(0, 0x10000), (0x20000, 0x10000)]);
+        let mut hint = 0;
+        assert!(m.translate(0, 0x10000, &mut hint).is_some());
+        assert!(m.translate(0xfff0, 0x20, &mut hint).is_none(), "crosses end of region 0");
+        assert!(m.translate(0x18000, 1, &mut hint).is_none(), "hole between regions");
+        let s = m.translate(0x20010, 16, &mut hint).unwrap();
+        assert_eq!(hint, 1);
+        assert_eq!(s.len(), 16);
+        assert!(m.translate(u64::MAX - 4, 16, &mut hint).is_none(), "wraps");
+        assert!(m.translate(0x2fff0, u64::MAX, &mut hint).is_none());
+    }
+
+    #[test]
+    fn overlapping_region_rejected() {
+        let (mut m, _fds) = mem_with(&[(0x1000, 0x10000)]);
+        let fd = memfd_create("t", 0x10000).unwrap();
+        let e = m
+            .add_region(fd.as_fd(), RegionSpec { gpa: 0x8000, size: 0x10000, user_addr: 0, mmap_offset: 0 })
+            .unwrap_err();
+        assert!(matches!(e, MemError::Overlap { .. }), "{e}");
+    }
+
+    #[test]
+    fn file_too_small_rejected() {
+        let mut m = GuestMemory::new();
+        let fd = memfd_create("t", 0x1000).unwrap();
+        let e = m
+            .add_region(fd.as_fd(), RegionSpec { gpa: 0, size: 0x10000, user_addr: 0, mmap_offset: 0 })
+            .unwrap_err();
+        assert!(matches!(e, MemError::FileTooSmall { .. }), "{e}");
+    }
+
+    #[test]
+    fn mmap_offset_is_honoured() {
+        let fd = memfd_create("t", 0x3000).unwrap();
+        let mut a = GuestMemory::new();
+        a.add_region(fd.as_fd(), RegionSpec { gpa: 0, size: 0x3000, user_addr: 0, mmap_offset: 0 }).unwrap();
+        let mut b = GuestMemory::new();
+        b.add_region(
+            fd.as_fd(),
+            RegionSpec { gpa: 0x100000, size: 0x1000, user_addr: 0, mmap_offset: 0x1800 },
+        )
+        .unwrap();
+        let mut h = 0;
+        a.translate(0x1800, 4, &mut h).unwrap().write_u32(0, 0xdeadbeef);
+        assert_eq!(b.translate(0x100000, 4, &mut h).unwrap().read_u32(0), 0xdeadbeef);
+    }
+
+    #[test]
+    fn span_accessors_stay_in_bounds() {
+        let (m, _fds) = mem_with(&[(0, 0x1000)]);
+        let mut h = 0;
+        let s = m.translate(0x10, 8, &mut h).unwrap();
+        s.write_u64(0, 0x0102030405060708);
+        assert_eq!(s.read_u64(0), 0x0102030405060708);
+        assert_eq!(s.read_u64(4), 0, "out of span reads as 0");
+        s.write_u32(6, 0xffffffff); // ignored
+        assert_eq!(s.read_u16(6), 0x0102);
+        let mut buf = [0u8; 32];
+        assert_eq!(s.read_bytes(0, &mut buf), 8);
+        assert_eq!(s.read_bytes(9, &mut buf), 0);
+    }
+
+    #[test]
+    fn user_addresses_translate() {
+        let (m, _fds) = mem_with(&[(0, 0x1000), (0x4000, 0x1000)]);
+        assert_eq!(m.user_to_gpa(0x1000_4010, 16), Some(0x4010));
+        assert_eq!(m.user_to_gpa(0x1000_0ff8, 16), None);
+    }
+
+    #[test]
+    fn remove_region() {
+        let (mut m, _fds) = mem_with(&[(0, 0x1000), (0x4000, 0x1000)]);
+        m.remove_region(0, 0x1000).unwrap();
+        let mut h = 0;
+        assert!(m.translate(0, 1, &mut h).is_none());
+        assert!(m.translate(0x4000, 1, &mut h).is_some());
+        assert!(m.remove_region(0, 0x1000).is_err());
+    }
+}
