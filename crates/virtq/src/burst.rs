@@ -35,6 +35,11 @@ impl Seg {
     pub fn is_empty(&self) -> bool {
         self.span.is_empty()
     }
+    /// Copies `N` bytes at `off`, or `None` when the buffer is shorter.
+    #[inline(always)]
+    pub fn read_array<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        self.span.read_array(off)
+    }
     /// Copies bytes from the buffer at `off` into `dst` (a snapshot the guest may be
     /// changing: validate what you parse). Returns bytes copied.
     #[inline]

@@ -430,6 +430,19 @@ impl HostSpan {
         n
     }
 
+    /// Copies `N` bytes at `off` out of guest memory, or `None` when they do not fit.
+    /// A fixed size lets the copy compile to a few wide moves (headers, small frames).
+    #[inline(always)]
+    pub fn read_array<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        if !self.check(off, N) {
+            return None;
+        }
+        let mut out = [0u8; N];
+        // SAFETY: [off, off+N) is in bounds; raw byte copy into our own array.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), out.as_mut_ptr(), N) }
+        Some(out)
+    }
+
     /// Copies `src` into guest memory at `off`; returns how many bytes were written.
     #[inline(always)]
     pub fn write_bytes(&self, off: usize, src: &[u8]) -> usize {

@@ -245,10 +245,9 @@ impl PackedDevice {
         let mut flags = head_flags;
         let mut ndesc: u16 = 0;
         loop {
-            let off = (seq & self.mask) as usize * 16;
-            let addr = self.ring.read_u64(off);
-            let len = self.ring.read_u32(off + 8);
-            let id = self.ring.read_u16(off + 12);
+            // One 16-byte read; its flags half is ignored because `flags` was read
+            // (once) before the acquire barrier that orders this read after it.
+            let (addr, len, id, _) = self.ring.read_desc((seq & self.mask) as usize * 16);
             ndesc += 1;
             if ndesc > size {
                 return Err(RingError::ChainTooLong { limit: size as u32 });
@@ -303,15 +302,16 @@ impl PackedDevice {
         if len > 0 {
             flags |= DESC_F_WRITE;
         }
-        // id and len share one 8-byte word at offset 8 with the flags in its top 16 bits;
-        // write id and len first, then the flags.
-        self.ring.write_u32(off + 8, len);
-        self.ring.write_u16(off + 12, token.id);
+        // len, id and flags share the aligned 8-byte word at offset 8. The batch's first
+        // element gets len and id now and its flags at publish time; the others are one
+        // 8-byte store, which no reader can observe half done, so the flags can never be
+        // seen before the id and length they describe.
         if self.pending_head.is_none() {
+            self.ring.write_u32(off + 8, len);
+            self.ring.write_u16(off + 12, token.id);
             self.pending_head = Some((slot, flags));
         } else {
-            mem::release();
-            self.ring.write_u16(off + 14, flags);
+            self.ring.write_u64(off + 8, len as u64 | (token.id as u64) << 32 | (flags as u64) << 48);
         }
         self.next_used = self.next_used.wrapping_add(token.ndesc);
     }
@@ -478,13 +478,15 @@ impl PackedDriver {
     fn write_slot(&mut self, seq: u16, addr: u64, len: u32, id: u16, flags: u16, head: bool) {
         let off = (seq & self.mask) as usize * 16;
         self.ring.write_u64(off, addr);
-        self.ring.write_u32(off + 8, len);
-        self.ring.write_u16(off + 12, id);
         if head && self.pending_head.is_none() {
+            self.ring.write_u32(off + 8, len);
+            self.ring.write_u16(off + 12, id);
             self.pending_head = Some((seq & self.mask, flags));
         } else {
+            // The address must be visible before the flags; len, id and flags go in one
+            // aligned 8-byte store.
             mem::release();
-            self.ring.write_u16(off + 14, flags);
+            self.ring.write_u64(off + 8, len as u64 | (id as u64) << 32 | (flags as u64) << 48);
         }
     }
 
@@ -580,39 +582,54 @@ impl PackedDriver {
     /// Collects up to `out.len()` completed buffers.
     #[inline]
     pub fn poll_used(&mut self, out: &mut [Used]) -> Result<usize, RingError> {
+        // Positions and counts live in locals for the loop and are stored once at the
+        // end: updating adjacent 16-bit fields in place made the compiler merge them into
+        // one wide load right after a narrow store (a store-forwarding stall per buffer).
+        let mut next_used = self.next_used;
+        let mut in_flight = self.in_flight;
+        let mut freed = 0u16;
         let mut n = 0;
+        let mut err = None;
         while n < out.len() {
-            let off = (self.next_used & self.mask) as usize * 16;
+            let off = (next_used & self.mask) as usize * 16;
             let flags = self.ring.read_u16(off + 14);
-            let wrap = wrap_of(self.next_used, self.log2);
+            let wrap = wrap_of(next_used, self.log2);
             let a = (flags >> 7) & 1;
             let u = flags >> 15;
             if a != u || u != wrap {
                 break;
             }
-            if self.in_flight == 0 {
-                return Err(RingError::UsedIndexJump { moved: 1, in_flight: 0 });
+            if in_flight == 0 {
+                err = Some(RingError::UsedIndexJump { moved: 1, in_flight: 0 });
+                break;
             }
             mem::acquire();
             let id = self.ring.read_u16(off + 12);
             let len = self.ring.read_u32(off + 8);
-            if id >= self.size || self.ndesc[id as usize] == 0 {
-                return Err(RingError::UnknownUsedId(id as u32));
-            }
+            let Some(&nd) = self.ndesc.get(id as usize).filter(|nd| **nd != 0) else {
+                err = Some(RingError::UnknownUsedId(id as u32));
+                break;
+            };
             let cap = self.cap[id as usize];
             if len > cap {
-                return Err(RingError::UsedLenTooLarge { id, len, cap });
+                err = Some(RingError::UsedLenTooLarge { id, len, cap });
+                break;
             }
-            let nd = self.ndesc[id as usize];
             self.ndesc[id as usize] = 0;
             self.free_ids.push(id);
-            self.free_slots += nd;
-            self.in_flight -= 1;
-            self.next_used = self.next_used.wrapping_add(nd);
+            freed += nd;
+            in_flight -= 1;
+            next_used = next_used.wrapping_add(nd);
             out[n] = Used { id, len };
             n += 1;
         }
-        Ok(n)
+        self.next_used = next_used;
+        self.in_flight = in_flight;
+        self.free_slots += freed;
+        match err {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
     }
 
     fn used_ready(&self) -> bool {
