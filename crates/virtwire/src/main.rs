@@ -4,7 +4,7 @@ mod bench;
 mod sys;
 
 use anyhow::Result;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -22,105 +22,13 @@ enum Cmd {
     /// Benchmarks that print tables (or JSON with --json).
     Bench {
         #[command(subcommand)]
-        which: BenchCmd,
+        which: bench::BenchCmd,
     },
-}
-
-#[derive(Subcommand)]
-enum BenchCmd {
-    /// Raw virtqueue throughput: split, packed and rust-vmm virtio-queue, 1 and 2 threads.
-    Ring(RingArgs),
-}
-
-#[derive(Args)]
-struct RingArgs {
-    /// Print one JSON array instead of a table.
-    #[arg(long)]
-    json: bool,
-    /// Milliseconds per measurement.
-    #[arg(long, default_value_t = 700)]
-    duration_ms: u64,
-    /// Measurements per row; the median is reported.
-    #[arg(long, default_value_t = 3)]
-    repeat: usize,
-    /// Ring size (a power of two).
-    #[arg(long, default_value_t = 256)]
-    size: u16,
-    /// Buffer size in bytes.
-    #[arg(long, default_value_t = 64)]
-    buf_len: u32,
-    /// Batch sizes, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "1,32")]
-    batch: Vec<usize>,
-    /// Rows to run, comma separated: split, packed, virtio-queue (default: all).
-    #[arg(long, value_delimiter = ',')]
-    layout: Vec<String>,
-    /// Thread counts, comma separated: 1 (driver and device in one thread), 2.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    threads: Vec<u32>,
-}
-
-fn bench_ring(a: RingArgs) -> Result<()> {
-    virtq::check_size(a.size as u32)?;
-    anyhow::ensure!(a.buf_len > 0 && a.buf_len <= 65536, "--buf-len must be between 1 and 65536");
-    anyhow::ensure!(a.batch.iter().all(|b| *b >= 1 && *b <= 64), "--batch values must be between 1 and 64");
-    anyhow::ensure!(a.threads.iter().all(|t| *t == 1 || *t == 2), "--threads values must be 1 or 2");
-    for l in &a.layout {
-        anyhow::ensure!(
-            ["split", "packed", "virtio-queue"].contains(&l.as_str()),
-            "--layout {l:?}: expected split, packed or virtio-queue"
-        );
-    }
-    let opts = bench::ring::RingOpts {
-        duration_ms: a.duration_ms,
-        repeat: a.repeat,
-        size: a.size,
-        buf_len: a.buf_len,
-        batches: a.batch,
-        layouts: a.layout,
-        threads: a.threads,
-    };
-    let rtt = bench::ring::cacheline_rtt_ns();
-    let rows = bench::ring::run(&opts)?;
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(());
-    }
-    println!(
-        "ring size {}, {}-byte buffers, EVENT_IDX on, median of {} x {} ms; CPU0<->CPU1 cache-line round trip {:.0} ns",
-        opts.size, opts.buf_len, opts.repeat, opts.duration_ms, rtt
-    );
-    let base = |threads: u32, batch: usize| {
-        rows.iter()
-            .find(|r| r.layout == "virtio-queue" && r.threads == threads && r.batch == batch)
-            .map(|r| r.mops)
-    };
-    let table: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| {
-            let ratio = base(r.threads, r.batch).map(|b| format!("{:.2}x", r.mops / b)).unwrap_or_default();
-            vec![
-                r.layout.to_string(),
-                r.threads.to_string(),
-                r.batch.to_string(),
-                format!("{:.2}", r.mops),
-                ratio,
-                format!("{:.1}", r.kicks_per_mdesc),
-                format!("{:.1}", r.irqs_per_mdesc),
-                r.runs.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" "),
-            ]
-        })
-        .collect();
-    bench::print_table(
-        &["layout", "threads", "batch", "Mdesc/s", "vs virtio-queue", "kicks/Mdesc", "irqs/Mdesc", "runs"],
-        &table,
-    );
-    Ok(())
 }
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Bench { which: BenchCmd::Ring(a) } => bench_ring(a),
+        Cmd::Bench { which } => bench::main(which),
     }
 }

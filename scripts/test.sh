@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# virtwire's whole test suite. Installs what the tests need when it is missing, then
+# runs every test. This is the command README.md gives and .ci/run calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+# System packages the tests use (Debian names).
+APT_PACKAGES=(pkg-config)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust stable) is required" >&2; exit 1; }
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+log "format"
+cargo fmt --all -- --check
+
+log "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+log "build (release binary for the end-to-end tests)"
+cargo build --release --workspace
+
+log "tests"
+cargo test --workspace -- --test-threads=2
