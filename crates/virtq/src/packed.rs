@@ -291,6 +291,12 @@ impl PackedDevice {
         }
     }
 
+    /// Steps the avail position back by `slots` ring slots (see
+    /// [`crate::DeviceQueue::rewind`]).
+    pub fn rewind(&mut self, slots: u16) {
+        self.next_avail = self.next_avail.wrapping_sub(slots);
+    }
+
     /// Writes one used descriptor. The first of a batch keeps its flags back until
     /// [`PackedDevice::publish_used`], so the driver sees the whole batch at once.
     #[inline(always)]

@@ -128,6 +128,23 @@ impl DeviceQueue {
         dev!(self, q => q.pop(burst, max))
     }
 
+    /// Gives back the chains `keep..` of the burst most recently popped from this queue,
+    /// so the next pop returns them again (backpressure: a frame that cannot be
+    /// delivered now stays in the guest's ring). Only valid before the next pop.
+    pub fn rewind(&mut self, burst: &Burst, keep: usize) {
+        if keep >= burst.len() {
+            return;
+        }
+        match self {
+            DeviceQueue::Split(q) => q.rewind((burst.len() - keep) as u16),
+            DeviceQueue::Packed(q) => {
+                let slots: u16 =
+                    burst.chains[keep..].iter().map(|c| c.token.ndesc).fold(0u16, |a, b| a.wrapping_add(b));
+                q.rewind(slots)
+            }
+        }
+    }
+
     /// Completes one chain (not yet visible).
     #[inline(always)]
     pub fn add_used(&mut self, token: Token, len: u32) {

@@ -210,15 +210,13 @@ impl SplitDevice {
         let mut table_len = size as u32;
         let mut idx = head;
         let mut in_indirect = false;
-        // Descriptors seen in the whole chain, direct and indirect: a chain may not be
-        // longer than the queue (virtio 1.x 2.7.5.3.1), which also bounds loops.
+        // Buffer descriptors seen in the whole chain, direct and indirect: a chain may not
+        // be longer than the queue (virtio 1.x 2.7.5.3.1), which also bounds loops. The
+        // indirect descriptor itself is not a buffer and is not counted (it can occur only
+        // once), so an indirect table of `size` entries is accepted, as checked below.
         let mut count: u32 = 0;
         loop {
             let (addr, len, flags, next) = table.read_desc(idx as usize * 16);
-            count += 1;
-            if count > size as u32 {
-                return Err(RingError::ChainTooLong { limit: size as u32 });
-            }
             if flags & DESC_F_INDIRECT != 0 {
                 if in_indirect {
                     return Err(RingError::NestedIndirect);
@@ -246,6 +244,10 @@ impl SplitDevice {
                 idx = 0;
                 continue;
             }
+            count += 1;
+            if count > size as u32 {
+                return Err(RingError::ChainTooLong { limit: size as u32 });
+            }
             acc.add(burst, mem, hint, addr, len, flags & DESC_F_WRITE != 0)?;
             if flags & DESC_F_NEXT == 0 {
                 return Ok(());
@@ -255,6 +257,11 @@ impl SplitDevice {
             }
             idx = next;
         }
+    }
+
+    /// Steps the avail position back by `n` chains (see [`crate::DeviceQueue::rewind`]).
+    pub fn rewind(&mut self, n: u16) {
+        self.last_avail = self.last_avail.wrapping_sub(n);
     }
 
     /// Writes one used element (not yet visible to the driver). Completion may be in

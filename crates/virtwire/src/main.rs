@@ -1,6 +1,8 @@
 //! virtwire: a userspace virtual switch for KVM virtual machines over vhost-user.
 
 mod bench;
+mod config;
+mod daemon;
 mod sys;
 
 use anyhow::Result;
@@ -19,6 +21,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the switch daemon with the ports of a configuration file.
+    Run {
+        /// TOML configuration (one [[port]] table per port).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
     /// Benchmarks that print tables (or JSON with --json).
     Bench {
         #[command(subcommand)]
@@ -29,6 +37,7 @@ enum Cmd {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Run { config } => daemon::run(config.as_deref()),
         Cmd::Bench { which } => bench::main(which),
     }
 }

@@ -1,0 +1,19 @@
+//! vhost-backend: virtwire serves virtio-net devices to VMs over vhost-user.
+//!
+//! * [`device`]: the vhost-user protocol handler of one port (feature negotiation,
+//!   memory table, each ring's lifecycle), built on rust-vmm's `vhost` crate for framing.
+//! * [`worker`]: the datapath thread that owns running rings and moves frames.
+//! * [`server`]: a port's connection loop (server or client mode, reconnecting).
+//!
+//! The control plane (device) and the datapath (worker) meet at one narrow interface:
+//! messages ([`worker::Ctl`]) that hand a ready ring to the worker or take it back.
+
+pub mod device;
+pub mod server;
+pub mod stats;
+pub mod worker;
+
+pub use device::{DiagMode, PortSpec};
+pub use server::{Port, SocketMode};
+pub use stats::PortStats;
+pub use worker::Worker;

@@ -1,0 +1,202 @@
+//! A port's connection loop. In server mode virtwire listens on the port's socket and
+//! serves one frontend at a time, accepting the next when it goes away (QEMU with
+//! `reconnect=N` comes back after a restart). In client mode virtwire connects to the
+//! frontend's socket (QEMU `server=on`) and reconnects, with backoff, whenever the
+//! connection ends. Either way a lost connection stops the port's rings and every
+//! other port keeps running.
+
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vhost::vhost_user::{BackendReqHandler, Error as VuError};
+
+use crate::device::{NetDevice, PortSpec};
+use crate::stats::PortStats;
+use crate::worker::{Ctl, PortId, Worker};
+
+/// Who connects to whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketMode {
+    /// virtwire listens; the frontend connects.
+    Server,
+    /// The frontend listens; virtwire connects.
+    Client,
+}
+
+impl std::str::FromStr for SocketMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "server" => Ok(SocketMode::Server),
+            "client" => Ok(SocketMode::Client),
+            _ => Err(format!("unknown socket mode {s:?} (expected server or client)")),
+        }
+    }
+}
+
+/// A running vhost-user port.
+pub struct Port {
+    /// Its configuration.
+    pub spec: Arc<PortSpec>,
+    /// Its socket path.
+    pub socket: PathBuf,
+    /// Server or client.
+    pub mode: SocketMode,
+    /// Its counters.
+    pub stats: Arc<PortStats>,
+    /// True while a frontend is connected.
+    pub connected: Arc<AtomicBool>,
+    id: PortId,
+    worker: Arc<Worker>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn is_disconnect(e: &VuError) -> bool {
+    matches!(
+        e,
+        VuError::Disconnected | VuError::PartialMessage | VuError::SocketBroken(_) | VuError::SocketError(_)
+    )
+}
+
+/// Serves one connection until it ends.
+fn serve(stream: UnixStream, spec: &Arc<PortSpec>, id: PortId, worker: &Arc<Worker>, stats: &Arc<PortStats>) {
+    let dev = Arc::new(Mutex::new(NetDevice::new(spec.clone(), id, worker.clone(), stats.clone())));
+    let mut h = BackendReqHandler::from_stream(stream, dev.clone());
+    loop {
+        match h.handle_request() {
+            Ok(()) => {}
+            Err(e) if is_disconnect(&e) => break,
+            Err(e) => {
+                let fatal = dev.lock().map(|mut d| d.fatal.take()).unwrap_or(None);
+                match fatal {
+                    Some(why) => {
+                        eprintln!("virtwire: port {}: closing the connection: {why}", spec.name);
+                        break;
+                    }
+                    None => eprintln!("virtwire: port {}: vhost-user request failed: {e}", spec.name),
+                }
+            }
+        }
+    }
+    if let Ok(mut d) = dev.lock() {
+        d.stop_all();
+    }
+    eprintln!("virtwire: port {}: frontend disconnected", spec.name);
+}
+
+impl Port {
+    /// Starts a port: in server mode binds its socket now (so errors are reported to
+    /// the caller), then serves connections on a thread of its own.
+    pub fn start(
+        spec: PortSpec,
+        socket: &Path,
+        mode: SocketMode,
+        id: PortId,
+        worker: Arc<Worker>,
+    ) -> std::io::Result<Port> {
+        let spec = Arc::new(spec);
+        let stats = Arc::new(PortStats::default());
+        worker.send(Ctl::AddPort {
+            id,
+            name: spec.name.clone(),
+            diag: spec.diag,
+            frame_size: spec.diag_frame_size,
+            mac: spec.mac,
+            stats: stats.clone(),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let connected = Arc::new(AtomicBool::new(false));
+        let listener = match mode {
+            SocketMode::Server => {
+                if socket.exists() {
+                    // A stale socket from an earlier run: only remove it if nobody answers.
+                    if UnixStream::connect(socket).is_ok() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AddrInUse,
+                            format!("{}: another process is listening", socket.display()),
+                        ));
+                    }
+                    let _ = std::fs::remove_file(socket);
+                }
+                let l = UnixListener::bind(socket)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", socket.display())))?;
+                l.set_nonblocking(true)?;
+                Some(l)
+            }
+            SocketMode::Client => None,
+        };
+        let thread = {
+            let (spec, worker, stats, stop, connected) =
+                (spec.clone(), worker.clone(), stats.clone(), stop.clone(), connected.clone());
+            let path = socket.to_path_buf();
+            std::thread::Builder::new().name(format!("port-{}", spec.name)).spawn(move || {
+                let mut backoff = Duration::from_millis(50);
+                while !stop.load(Ordering::Relaxed) {
+                    let stream = match &listener {
+                        Some(l) => match l.accept() {
+                            Ok((s, _)) => Some(s),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+                            Err(e) => {
+                                eprintln!("virtwire: port {}: accept: {e}", spec.name);
+                                None
+                            }
+                        },
+                        None => UnixStream::connect(&path).ok(),
+                    };
+                    let Some(s) = stream else {
+                        std::thread::sleep(if listener.is_some() {
+                            Duration::from_millis(20)
+                        } else {
+                            backoff
+                        });
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    };
+                    backoff = Duration::from_millis(50);
+                    let _ = s.set_nonblocking(false);
+                    connected.store(true, Ordering::Relaxed);
+                    serve(s, &spec, id, &worker, &stats);
+                    connected.store(false, Ordering::Relaxed);
+                }
+            })?
+        };
+        Ok(Port {
+            spec,
+            socket: socket.to_path_buf(),
+            mode,
+            stats,
+            connected,
+            id,
+            worker,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Port id inside its worker.
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+
+    /// Stops accepting, and removes the socket this port created. A connection being
+    /// served ends when the frontend closes it or the process exits.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.mode == SocketMode::Server {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+        self.worker.send(Ctl::RemovePort { id: self.id });
+        let _ = self.thread.take();
+    }
+}
+
+impl Drop for Port {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,639 @@
+//! The datapath thread. It owns every running ring it was given, polls them in bursts
+//! while there is work, and sleeps on the rings' kick eventfds (epoll) when there is
+//! none. The control plane talks to it only through [`Ctl`] messages.
+//!
+//! Per burst, never per packet: one pop, one publication of used entries, one
+//! notification decision, at most one interrupt (call eventfd write) per ring.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use netproto::ethernet::Mac;
+use netproto::virtio_net::NetHdr;
+use virtq::{Burst, Chain, DeviceQueue, RingError};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::device::DiagMode;
+use crate::stats::PortStats;
+
+/// Identifies a port inside a worker.
+pub type PortId = u32;
+
+/// Chains per burst.
+pub const BURST: usize = 32;
+
+/// Largest frame (without the virtio-net header) a port accepts from a guest.
+pub const MAX_FRAME: usize = 65535 + 14 + 4;
+
+/// How long a worker keeps polling after the last work before it sleeps on kicks.
+const POLL_WINDOW: Duration = Duration::from_micros(50);
+
+const WAKE_KEY: u64 = u64::MAX;
+
+/// A message from the control plane.
+pub enum Ctl {
+    /// A new port.
+    AddPort {
+        /// Port id (unique in this worker).
+        id: PortId,
+        /// Name for logs.
+        name: String,
+        /// What the port does with frames.
+        diag: DiagMode,
+        /// Frame size for [`DiagMode::Source`].
+        frame_size: usize,
+        /// The guest's MAC (destination of generated frames).
+        mac: Mac,
+        /// Counters.
+        stats: Arc<PortStats>,
+    },
+    /// Forget a port and drop its rings.
+    RemovePort {
+        /// Port id.
+        id: PortId,
+    },
+    /// Start running a ring.
+    Start {
+        /// Port id.
+        id: PortId,
+        /// Ring index (virtio-net: 2 * pair for RX, 2 * pair + 1 for TX).
+        ring: u16,
+        /// The validated queue.
+        queue: DeviceQueue,
+        /// Kick eventfd (None: the driver never kicks; the ring is always polled).
+        kick: Option<File>,
+        /// Call eventfd (None: the driver wants no interrupts).
+        call: Option<File>,
+        /// Error eventfd, signalled when the ring breaks.
+        err: Option<File>,
+        /// virtio-net header length (12 with VERSION_1 or MRG_RXBUF, else 10).
+        hdr_len: usize,
+        /// VIRTIO_NET_F_MRG_RXBUF negotiated.
+        mrg_rxbuf: bool,
+    },
+    /// Stop a ring; the reply carries its vhost-user base (None if it was not running).
+    Stop {
+        /// Port id.
+        id: PortId,
+        /// Ring index.
+        ring: u16,
+        /// Where to send the base.
+        reply: Sender<Option<u32>>,
+    },
+    /// Replace a running ring's call eventfd.
+    SetCall {
+        /// Port id.
+        id: PortId,
+        /// Ring index.
+        ring: u16,
+        /// New call eventfd.
+        call: Option<File>,
+    },
+}
+
+/// A handle on a datapath thread.
+pub struct Worker {
+    tx: Sender<Ctl>,
+    wake: EventFd,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts a worker thread.
+    pub fn spawn(name: &str) -> io::Result<Arc<Worker>> {
+        let (tx, rx) = mpsc::channel();
+        let wake = EventFd::new(EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        epoll.ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, WAKE_KEY))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let rt = Runtime { ports: Vec::new(), epoll, wake: wake.try_clone()?, rx, stop: stop.clone() };
+        let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
+        Ok(Arc::new(Worker { tx, wake, stop, thread: Some(thread) }))
+    }
+
+    /// Sends a control message and wakes the worker if it sleeps.
+    pub fn send(&self, c: Ctl) {
+        if self.tx.send(c).is_ok() {
+            let _ = self.wake.write(1);
+        }
+    }
+
+    /// Stops a ring and waits (bounded) for its base.
+    pub fn stop_ring(&self, id: PortId, ring: u16) -> Option<u32> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Ctl::Stop { id, ring, reply: tx });
+        match rx.recv_timeout(Duration::from_secs(2)) {
+            Ok(b) => b,
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Ring {
+    q: DeviceQueue,
+    kick: Option<File>,
+    call: Option<File>,
+    err: Option<File>,
+    burst: Burst,
+    broken: bool,
+}
+
+impl Ring {
+    #[inline]
+    fn notify(&mut self, stats: &PortStats) {
+        if self.q.needs_notify() {
+            if let Some(c) = &self.call {
+                let _ = (&*c).write(&1u64.to_ne_bytes());
+                PortStats::add(&stats.interrupts, 1);
+            }
+        }
+    }
+
+    #[cold]
+    fn fail(&mut self, port: &str, ring: usize, e: RingError, stats: &PortStats) {
+        self.broken = true;
+        PortStats::add(&stats.ring_errors, 1);
+        eprintln!(
+            "virtwire: port {port}: ring {ring} stopped: {e} (it runs again after the driver resets it)"
+        );
+        if let Some(f) = &self.err {
+            let _ = (&*f).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    fn usable(r: &Option<Ring>) -> bool {
+        matches!(r, Some(r) if !r.broken)
+    }
+}
+
+struct PortRt {
+    id: PortId,
+    name: String,
+    diag: DiagMode,
+    frame: Vec<u8>,
+    seq: u64,
+    stats: Arc<PortStats>,
+    rings: Vec<Option<Ring>>,
+    hdr_len: usize,
+    mrg: bool,
+}
+
+struct Runtime {
+    ports: Vec<PortRt>,
+    epoll: Epoll,
+    wake: EventFd,
+    rx: Receiver<Ctl>,
+    stop: Arc<AtomicBool>,
+}
+
+fn key(id: PortId, ring: u16) -> u64 {
+    (id as u64) << 16 | ring as u64
+}
+
+impl Runtime {
+    fn run(mut self) {
+        let mut events = vec![EpollEvent::default(); 64];
+        let mut last_work = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(c) => self.apply(c),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            let mut work = 0;
+            for p in self.ports.iter_mut() {
+                work += p.poll();
+            }
+            if work > 0 {
+                last_work = Instant::now();
+                continue;
+            }
+            if last_work.elapsed() < POLL_WINDOW {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.sleep(&mut events);
+            last_work = Instant::now();
+        }
+    }
+
+    /// Enables kicks on every ring (re-checking each ring after enabling, the race of
+    /// virtio 1.x 2.7.10), then sleeps until a kick or a control message.
+    fn sleep(&mut self, events: &mut [EpollEvent]) {
+        let mut pending = false;
+        let mut pollable_only = false;
+        for p in self.ports.iter_mut() {
+            for r in p.rings.iter_mut().flatten() {
+                if r.broken {
+                    continue;
+                }
+                if r.kick.is_none() {
+                    pollable_only = true;
+                }
+                pending |= r.q.enable_kicks();
+            }
+        }
+        if !pending {
+            // A ring without a kick fd can only be polled: nap briefly instead.
+            let timeout = if pollable_only { 1 } else { -1 };
+            let n = self.epoll.wait(timeout, events).unwrap_or(0);
+            for ev in &events[..n] {
+                let k = ev.data();
+                if k == WAKE_KEY {
+                    let _ = self.wake.read();
+                    continue;
+                }
+                let (id, ring) = ((k >> 16) as PortId, (k & 0xffff) as usize);
+                if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
+                    if let Some(Some(r)) = p.rings.get_mut(ring) {
+                        if let Some(f) = &r.kick {
+                            let mut b = [0u8; 8];
+                            let _ = (&*f).read(&mut b);
+                        }
+                        PortStats::add(&p.stats.kicks, 1);
+                    }
+                }
+            }
+        }
+        for p in self.ports.iter_mut() {
+            for r in p.rings.iter_mut().flatten() {
+                r.q.disable_kicks();
+            }
+        }
+    }
+
+    fn apply(&mut self, c: Ctl) {
+        match c {
+            Ctl::AddPort { id, name, diag, frame_size, mac, stats } => {
+                let frame = source_frame(mac, frame_size);
+                self.ports.push(PortRt {
+                    id,
+                    name,
+                    diag,
+                    frame,
+                    seq: 0,
+                    stats,
+                    rings: Vec::new(),
+                    hdr_len: 12,
+                    mrg: false,
+                });
+            }
+            Ctl::RemovePort { id } => {
+                if let Some(i) = self.ports.iter().position(|p| p.id == id) {
+                    let p = self.ports.remove(i);
+                    for r in p.rings.iter().flatten() {
+                        if let Some(k) = &r.kick {
+                            let _ = self.epoll.ctl(
+                                ControlOperation::Delete,
+                                k.as_raw_fd(),
+                                EpollEvent::default(),
+                            );
+                        }
+                    }
+                }
+            }
+            Ctl::Start { id, ring, mut queue, kick, call, err, hdr_len, mrg_rxbuf } => {
+                let Some(p) = self.ports.iter_mut().find(|p| p.id == id) else { return };
+                let i = ring as usize;
+                if p.rings.len() <= i {
+                    p.rings.resize_with(i + 1, || None);
+                }
+                if let Some(old) = p.rings[i].take() {
+                    if let Some(k) = &old.kick {
+                        let _ =
+                            self.epoll.ctl(ControlOperation::Delete, k.as_raw_fd(), EpollEvent::default());
+                    }
+                }
+                if let Some(k) = &kick {
+                    if let Err(e) = self.epoll.ctl(
+                        ControlOperation::Add,
+                        k.as_raw_fd(),
+                        EpollEvent::new(EventSet::IN, key(id, ring)),
+                    ) {
+                        eprintln!("virtwire: port {}: ring {ring}: cannot watch kick fd: {e}", p.name);
+                    }
+                }
+                queue.disable_kicks();
+                p.hdr_len = hdr_len;
+                p.mrg = mrg_rxbuf;
+                p.rings[i] = Some(Ring {
+                    q: queue,
+                    kick,
+                    call,
+                    err,
+                    burst: Burst::with_capacity(BURST),
+                    broken: false,
+                });
+            }
+            Ctl::Stop { id, ring, reply } => {
+                let mut base = None;
+                if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
+                    if let Some(slot) = p.rings.get_mut(ring as usize) {
+                        if let Some(r) = slot.take() {
+                            if let Some(k) = &r.kick {
+                                let _ = self.epoll.ctl(
+                                    ControlOperation::Delete,
+                                    k.as_raw_fd(),
+                                    EpollEvent::default(),
+                                );
+                            }
+                            base = Some(r.q.base());
+                        }
+                    }
+                }
+                let _ = reply.send(base);
+            }
+            Ctl::SetCall { id, ring, call } => {
+                if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
+                    if let Some(Some(r)) = p.rings.get_mut(ring as usize) {
+                        r.call = call;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A generated frame: to the guest's MAC from 02:00:00:00:00:01, EtherType 0x88b5
+/// (IEEE local experimental), an 8-byte sequence number, then a byte pattern.
+fn source_frame(mac: Mac, size: usize) -> Vec<u8> {
+    let size = size.clamp(60, MAX_FRAME);
+    let mut f = vec![0u8; size];
+    f[..6].copy_from_slice(&mac.0);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+    for (i, b) in f.iter_mut().enumerate().skip(22) {
+        *b = i as u8;
+    }
+    f
+}
+
+/// Picks receive chains `from..` of `rx` for a frame of `need` bytes (header
+/// included): one chain, or with MRG_RXBUF as many as it takes. Returns how many, or
+/// `None` when there are not enough (backpressure) and `Some(0)` when a single chain
+/// can never hold it (without MRG_RXBUF).
+#[inline]
+fn pick_rx(rx: &Burst, from: usize, need: usize, mrg: bool) -> Option<usize> {
+    let mut cap = 0usize;
+    let mut k = 0;
+    while cap < need {
+        if from + k >= rx.len() {
+            return None;
+        }
+        cap += rx.chain(from + k).write_len() as usize;
+        k += 1;
+        if !mrg && cap < need {
+            return Some(0);
+        }
+    }
+    Some(k)
+}
+
+/// Writes one frame into rx chains `first..first + k`: the header (num_buffers = k when
+/// merging, 1 otherwise, as virtio 1.x 5.1.6.4 requires) then the frame bytes from
+/// `fill`, which copies `n` frame bytes starting at frame offset `src_off` into the
+/// given chain at `dst_off` and returns bytes copied.
+#[inline]
+fn deliver(
+    rx: &mut Ring,
+    first: usize,
+    k: usize,
+    hdr_len: usize,
+    flen: usize,
+    mut fill: impl FnMut(&Chain<'_>, usize, usize, usize) -> usize,
+) {
+    let hdr = NetHdr::plain(k as u16).to_bytes();
+    let mut copied = 0;
+    for j in 0..k {
+        let d = rx.burst.chain(first + j);
+        let mut off = 0;
+        if j == 0 {
+            off = d.write_at(0, &hdr[..hdr_len]);
+        }
+        let n = fill(&d, off, copied, flen - copied);
+        copied += n;
+        rx.q.add_used(d.token(), (off + n) as u32);
+    }
+}
+
+impl PortRt {
+    /// One round over the port's rings; returns frames moved.
+    fn poll(&mut self) -> usize {
+        let pairs = self.rings.len() / 2 + self.rings.len() % 2;
+        let mut work = 0;
+        for pair in 0..pairs {
+            work += match self.diag {
+                DiagMode::Reflect => self.reflect(pair),
+                DiagMode::Sink => self.sink(pair),
+                DiagMode::Source => self.source(pair),
+            };
+        }
+        work
+    }
+
+    fn pair(&mut self, pair: usize) -> (Option<&mut Ring>, Option<&mut Ring>) {
+        let mid = (2 * pair + 1).min(self.rings.len());
+        let (a, b) = self.rings.split_at_mut(mid);
+        let rx = a.get_mut(2 * pair).and_then(|r| r.as_mut()).filter(|r| !r.broken);
+        let tx = b.first_mut().and_then(|r| r.as_mut()).filter(|r| !r.broken);
+        (rx, tx)
+    }
+
+    fn sink(&mut self, pair: usize) -> usize {
+        let name = &self.name;
+        let stats = self.stats.clone();
+        let Some(tx) = self.rings.get_mut(2 * pair + 1).and_then(|r| r.as_mut()) else { return 0 };
+        if tx.broken {
+            return 0;
+        }
+        let n = match tx.q.pop(&mut tx.burst, BURST) {
+            Ok(n) => n,
+            Err(e) => {
+                tx.fail(name, 2 * pair + 1, e, &stats);
+                return 0;
+            }
+        };
+        if n == 0 {
+            return 0;
+        }
+        let mut bytes = 0u64;
+        for i in 0..n {
+            let c = tx.burst.chain(i);
+            bytes += (c.read_len() as u64).saturating_sub(self.hdr_len as u64);
+            tx.q.add_used(c.token(), 0);
+        }
+        tx.q.publish_used();
+        tx.notify(&stats);
+        PortStats::add(&stats.from_guest_packets, n as u64);
+        PortStats::add(&stats.from_guest_bytes, bytes);
+        PortStats::add(&stats.bursts, 1);
+        n
+    }
+
+    fn source(&mut self, pair: usize) -> usize {
+        let (hdr_len, mrg) = (self.hdr_len, self.mrg);
+        let stats = self.stats.clone();
+        let name = self.name.clone();
+        let mut seq = self.seq;
+        let frame = std::mem::take(&mut self.frame);
+        let Some(rx) = self.rings.get_mut(2 * pair).and_then(|r| r.as_mut()) else {
+            self.frame = frame;
+            return 0;
+        };
+        if rx.broken {
+            self.frame = frame;
+            return 0;
+        }
+        let n = match rx.q.pop(&mut rx.burst, BURST) {
+            Ok(n) => n,
+            Err(e) => {
+                rx.fail(&name, 2 * pair, e, &stats);
+                self.frame = frame;
+                return 0;
+            }
+        };
+        let mut ri = 0;
+        let mut sent = 0;
+        let flen = frame.len();
+        while ri < n {
+            match pick_rx(&rx.burst, ri, hdr_len + flen, mrg) {
+                None => break,
+                Some(0) => {
+                    // This buffer can never hold the frame: hand it back empty.
+                    PortStats::add(&stats.drop_rx_buffer_small, 1);
+                    let t = rx.burst.chain(ri).token();
+                    rx.q.add_used(t, 0);
+                    ri += 1;
+                }
+                Some(k) => {
+                    let seqb = seq.to_be_bytes();
+                    deliver(rx, ri, k, hdr_len, flen, |d, off, src_off, len| {
+                        let w = d.write_at(off, &frame[src_off..src_off + len]);
+                        // The sequence number lives at frame bytes 14..22.
+                        if src_off <= 14 && src_off + w >= 22 {
+                            d.write_at(off + 14 - src_off, &seqb);
+                        }
+                        w
+                    });
+                    seq += 1;
+                    ri += k;
+                    sent += 1;
+                }
+            }
+        }
+        rx.q.rewind(&rx.burst, ri);
+        if ri > 0 {
+            rx.q.publish_used();
+            rx.notify(&stats);
+        }
+        self.seq = seq;
+        self.frame = frame;
+        PortStats::add(&stats.to_guest_packets, sent as u64);
+        PortStats::add(&stats.to_guest_bytes, (sent * flen) as u64);
+        sent
+    }
+
+    fn reflect(&mut self, pair: usize) -> usize {
+        let (hdr_len, mrg) = (self.hdr_len, self.mrg);
+        let stats = self.stats.clone();
+        let name = self.name.clone();
+        let (Some(rx), Some(tx)) = self.pair(pair) else { return 0 };
+        let ntx = match tx.q.pop(&mut tx.burst, BURST) {
+            Ok(n) => n,
+            Err(e) => {
+                tx.fail(&name, 2 * pair + 1, e, &stats);
+                return 0;
+            }
+        };
+        if ntx == 0 {
+            return 0;
+        }
+        let nrx = match rx.q.pop(&mut rx.burst, BURST) {
+            Ok(n) => n,
+            Err(e) => {
+                rx.fail(&name, 2 * pair, e, &stats);
+                tx.q.rewind(&tx.burst, 0);
+                return 0;
+            }
+        };
+        let (mut ri, mut ti) = (0usize, 0usize);
+        let (mut delivered, mut bytes, mut bad, mut small) = (0u64, 0u64, 0u64, 0u64);
+        while ti < ntx {
+            let c = tx.burst.chain(ti);
+            let total = c.read_len() as usize;
+            if total < hdr_len + 14 || total - hdr_len > MAX_FRAME {
+                bad += 1;
+                tx.q.add_used(c.token(), 0);
+                ti += 1;
+                continue;
+            }
+            let flen = total - hdr_len;
+            let k = match pick_rx(&rx.burst, ri, hdr_len + flen, mrg) {
+                None => break,
+                Some(0) => {
+                    small += 1;
+                    tx.q.add_used(c.token(), 0);
+                    ti += 1;
+                    continue;
+                }
+                Some(k) => k,
+            };
+            let mut macs = [0u8; 12];
+            c.read_at(hdr_len, &mut macs);
+            macs.rotate_left(6);
+            deliver(rx, ri, k, hdr_len, flen, |d, off, src_off, len| {
+                let n = d.copy_from(off, &c, hdr_len + src_off, len);
+                if src_off == 0 {
+                    d.write_at(off, &macs);
+                }
+                n
+            });
+            tx.q.add_used(c.token(), 0);
+            ri += k;
+            ti += 1;
+            delivered += 1;
+            bytes += flen as u64;
+        }
+        // Frames with no receive buffer yet stay in the guest's TX ring (backpressure);
+        // unused receive buffers go back too.
+        tx.q.rewind(&tx.burst, ti);
+        rx.q.rewind(&rx.burst, ri);
+        let _ = nrx;
+        if ti > 0 {
+            tx.q.publish_used();
+            tx.notify(&stats);
+        }
+        if ri > 0 {
+            rx.q.publish_used();
+            rx.notify(&stats);
+        }
+        PortStats::add(&stats.from_guest_packets, ti as u64);
+        PortStats::add(&stats.to_guest_packets, delivered);
+        PortStats::add(&stats.from_guest_bytes, bytes);
+        PortStats::add(&stats.to_guest_bytes, bytes);
+        PortStats::add(&stats.drop_bad_frame, bad);
+        PortStats::add(&stats.drop_rx_buffer_small, small);
+        PortStats::add(&stats.bursts, 1);
+        ti
+    }
+}
