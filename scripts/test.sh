@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 log() { printf '\n== %s\n' "$*"; }
 
 # System packages the tests use (Debian names).
-APT_PACKAGES=(pkg-config)
+APT_PACKAGES=(pkg-config
+    # Linux guests for the guest tests (scripts/guest/build.sh, tests/support/guest.rs).
+    qemu-system-x86 linux-image-amd64 busybox-static iperf3 ethtool cpio xz-utils zstd
+    # DPDK testpmd and its vhost PMD: the reference vhost-user backend (tests/support/testpmd.rs).
+    dpdk-dev librte-net-vhost23 librte-mempool-ring23)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -71,6 +71,15 @@ fn serve(stream: UnixStream, spec: &Arc<PortSpec>, id: PortId, worker: &Arc<Work
         match h.handle_request() {
             Ok(()) => {}
             Err(e) if is_disconnect(&e) => break,
+            Err(e @ (VuError::InvalidMessage | VuError::OversizedMsg | VuError::IncorrectFds)) => {
+                // The header or its file descriptors were unusable: the message
+                // boundaries can no longer be trusted, so this connection ends.
+                eprintln!(
+                    "virtwire: port {}: closing the connection: malformed vhost-user message: {e}",
+                    spec.name
+                );
+                break;
+            }
             Err(e) => {
                 let fatal = dev.lock().map(|mut d| d.fatal.take()).unwrap_or(None);
                 match fatal {
@@ -160,7 +169,33 @@ impl Port {
                     backoff = Duration::from_millis(50);
                     let _ = s.set_nonblocking(false);
                     connected.store(true, Ordering::Relaxed);
-                    serve(s, &spec, id, &worker, &stats);
+                    match &listener {
+                        // Keep accepting while serving, to refuse a second frontend
+                        // at once instead of leaving it waiting for replies.
+                        Some(l) => {
+                            let (spec2, worker2, stats2) = (spec.clone(), worker.clone(), stats.clone());
+                            let done = Arc::new(AtomicBool::new(false));
+                            let done2 = done.clone();
+                            let t = std::thread::spawn(move || {
+                                serve(s, &spec2, id, &worker2, &stats2);
+                                done2.store(true, Ordering::Relaxed);
+                            });
+                            while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
+                                if let Ok((extra, _)) = l.accept() {
+                                    eprintln!(
+                                        "virtwire: port {}: refusing a second frontend connection (one is being served)",
+                                        spec.name
+                                    );
+                                    drop(extra);
+                                }
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                            if done.load(Ordering::Relaxed) {
+                                let _ = t.join();
+                            }
+                        }
+                        None => serve(s, &spec, id, &worker, &stats),
+                    }
                     connected.store(false, Ordering::Relaxed);
                 }
             })?

@@ -178,10 +178,6 @@ impl Ring {
             let _ = (&*f).write(&1u64.to_ne_bytes());
         }
     }
-
-    fn usable(r: &Option<Ring>) -> bool {
-        matches!(r, Some(r) if !r.broken)
-    }
 }
 
 struct PortRt {
@@ -211,7 +207,8 @@ fn key(id: PortId, ring: u16) -> u64 {
 impl Runtime {
     fn run(mut self) {
         let mut events = vec![EpollEvent::default(); 64];
-        let mut last_work = Instant::now();
+        let mut idle: u32 = 0;
+        let mut idle_since = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             loop {
                 match self.rx.try_recv() {
@@ -225,15 +222,20 @@ impl Runtime {
                 work += p.poll();
             }
             if work > 0 {
-                last_work = Instant::now();
+                idle = 0;
                 continue;
             }
-            if last_work.elapsed() < POLL_WINDOW {
+            // Read the clock only once per 64 empty rounds.
+            idle += 1;
+            if idle == 1 {
+                idle_since = Instant::now();
+            }
+            if !idle.is_multiple_of(64) || idle_since.elapsed() < POLL_WINDOW {
                 std::hint::spin_loop();
                 continue;
             }
             self.sleep(&mut events);
-            last_work = Instant::now();
+            idle = 0;
         }
     }
 
@@ -436,6 +438,15 @@ fn deliver(
     }
 }
 
+/// The receive and transmit rings of queue pair `pair`, when running and healthy.
+fn pair_of(rings: &mut [Option<Ring>], pair: usize) -> (Option<&mut Ring>, Option<&mut Ring>) {
+    let mid = (2 * pair + 1).min(rings.len());
+    let (a, b) = rings.split_at_mut(mid);
+    let rx = a.get_mut(2 * pair).and_then(|r| r.as_mut()).filter(|r| !r.broken);
+    let tx = b.first_mut().and_then(|r| r.as_mut()).filter(|r| !r.broken);
+    (rx, tx)
+}
+
 impl PortRt {
     /// One round over the port's rings; returns frames moved.
     fn poll(&mut self) -> usize {
@@ -451,17 +462,8 @@ impl PortRt {
         work
     }
 
-    fn pair(&mut self, pair: usize) -> (Option<&mut Ring>, Option<&mut Ring>) {
-        let mid = (2 * pair + 1).min(self.rings.len());
-        let (a, b) = self.rings.split_at_mut(mid);
-        let rx = a.get_mut(2 * pair).and_then(|r| r.as_mut()).filter(|r| !r.broken);
-        let tx = b.first_mut().and_then(|r| r.as_mut()).filter(|r| !r.broken);
-        (rx, tx)
-    }
-
     fn sink(&mut self, pair: usize) -> usize {
-        let name = &self.name;
-        let stats = self.stats.clone();
+        let (name, stats) = (&self.name, &*self.stats);
         let Some(tx) = self.rings.get_mut(2 * pair + 1).and_then(|r| r.as_mut()) else { return 0 };
         if tx.broken {
             return 0;
@@ -469,7 +471,7 @@ impl PortRt {
         let n = match tx.q.pop(&mut tx.burst, BURST) {
             Ok(n) => n,
             Err(e) => {
-                tx.fail(name, 2 * pair + 1, e, &stats);
+                tx.fail(name, 2 * pair + 1, e, stats);
                 return 0;
             }
         };
@@ -483,7 +485,7 @@ impl PortRt {
             tx.q.add_used(c.token(), 0);
         }
         tx.q.publish_used();
-        tx.notify(&stats);
+        tx.notify(stats);
         PortStats::add(&stats.from_guest_packets, n as u64);
         PortStats::add(&stats.from_guest_bytes, bytes);
         PortStats::add(&stats.bursts, 1);
@@ -492,23 +494,16 @@ impl PortRt {
 
     fn source(&mut self, pair: usize) -> usize {
         let (hdr_len, mrg) = (self.hdr_len, self.mrg);
-        let stats = self.stats.clone();
-        let name = self.name.clone();
+        let (name, stats, frame) = (&self.name, &*self.stats, &self.frame);
         let mut seq = self.seq;
-        let frame = std::mem::take(&mut self.frame);
-        let Some(rx) = self.rings.get_mut(2 * pair).and_then(|r| r.as_mut()) else {
-            self.frame = frame;
-            return 0;
-        };
+        let Some(rx) = self.rings.get_mut(2 * pair).and_then(|r| r.as_mut()) else { return 0 };
         if rx.broken {
-            self.frame = frame;
             return 0;
         }
         let n = match rx.q.pop(&mut rx.burst, BURST) {
             Ok(n) => n,
             Err(e) => {
-                rx.fail(&name, 2 * pair, e, &stats);
-                self.frame = frame;
+                rx.fail(name, 2 * pair, e, stats);
                 return 0;
             }
         };
@@ -544,10 +539,9 @@ impl PortRt {
         rx.q.rewind(&rx.burst, ri);
         if ri > 0 {
             rx.q.publish_used();
-            rx.notify(&stats);
+            rx.notify(stats);
         }
         self.seq = seq;
-        self.frame = frame;
         PortStats::add(&stats.to_guest_packets, sent as u64);
         PortStats::add(&stats.to_guest_bytes, (sent * flen) as u64);
         sent
@@ -555,13 +549,12 @@ impl PortRt {
 
     fn reflect(&mut self, pair: usize) -> usize {
         let (hdr_len, mrg) = (self.hdr_len, self.mrg);
-        let stats = self.stats.clone();
-        let name = self.name.clone();
-        let (Some(rx), Some(tx)) = self.pair(pair) else { return 0 };
+        let (name, stats) = (&self.name, &*self.stats);
+        let (Some(rx), Some(tx)) = pair_of(&mut self.rings, pair) else { return 0 };
         let ntx = match tx.q.pop(&mut tx.burst, BURST) {
             Ok(n) => n,
             Err(e) => {
-                tx.fail(&name, 2 * pair + 1, e, &stats);
+                tx.fail(name, 2 * pair + 1, e, stats);
                 return 0;
             }
         };
@@ -571,7 +564,7 @@ impl PortRt {
         let nrx = match rx.q.pop(&mut rx.burst, BURST) {
             Ok(n) => n,
             Err(e) => {
-                rx.fail(&name, 2 * pair, e, &stats);
+                rx.fail(name, 2 * pair, e, stats);
                 tx.q.rewind(&tx.burst, 0);
                 return 0;
             }
@@ -621,11 +614,11 @@ impl PortRt {
         let _ = nrx;
         if ti > 0 {
             tx.q.publish_used();
-            tx.notify(&stats);
+            tx.notify(stats);
         }
         if ri > 0 {
             rx.q.publish_used();
-            rx.notify(&stats);
+            rx.notify(stats);
         }
         PortStats::add(&stats.from_guest_packets, ti as u64);
         PortStats::add(&stats.to_guest_packets, delivered);

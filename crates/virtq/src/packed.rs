@@ -64,7 +64,7 @@ fn map_areas(
     a: RingAddrs,
 ) -> Result<(HostSpan, HostSpan, HostSpan), SetupError> {
     let area = |name: &'static str, addr: u64, len: u64, align: u64| {
-        if addr % align != 0 {
+        if !addr.is_multiple_of(align) {
             return Err(SetupError::Misaligned { area: name, addr, align });
         }
         let mut hint = 0;
@@ -525,7 +525,9 @@ impl PackedDriver {
     pub fn add_indirect(&mut self, bufs: &[Buf]) -> Result<u16, PostError> {
         let cap = self.check_bufs(bufs)?;
         let (area, per) = self.indirect.ok_or(PostError::IndirectTooLong(bufs.len()))?;
-        if bufs.len() > per as usize {
+        // No chain may be longer than the queue, indirect ones included (virtio 1.x
+        // 2.7.5.3.1); the device side refuses them as ChainTooLong.
+        if bufs.len() > per as usize || bufs.len() > self.size as usize {
             return Err(PostError::IndirectTooLong(bufs.len()));
         }
         if self.free_slots == 0 {

@@ -38,8 +38,16 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     for p in running.iter_mut() {
         let s = p.stats.snapshot();
         eprintln!(
-            "virtwire: port {}: from guest {} packets, to guest {} packets, drops {} (small rx buffer) {} (bad frame), ring errors {}",
-            p.spec.name, s.from_guest_packets, s.to_guest_packets, s.drop_rx_buffer_small, s.drop_bad_frame, s.ring_errors
+            "virtwire: port {}: from guest {} packets in {} bursts, to guest {} packets, drops {} (small rx buffer) {} (bad frame), kicks {}, interrupts {}, ring errors {}",
+            p.spec.name,
+            s.from_guest_packets,
+            s.bursts,
+            s.to_guest_packets,
+            s.drop_rx_buffer_small,
+            s.drop_bad_frame,
+            s.kicks,
+            s.interrupts,
+            s.ring_errors
         );
         p.shutdown();
     }

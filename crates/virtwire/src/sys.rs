@@ -56,18 +56,6 @@ impl EventFd {
         }
         Ok(())
     }
-
-    /// Reads and clears the counter; 0 when nothing was signalled.
-    pub fn drain(&self) -> u64 {
-        let mut v: u64 = 0;
-        // SAFETY: reads at most 8 bytes into a local u64.
-        let r = unsafe { libc::read(self.0.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
-        if r == 8 {
-            v
-        } else {
-            0
-        }
-    }
 }
 
 /// CPU time (user + system) used by this process so far, in seconds.
