@@ -116,7 +116,8 @@ struct RingSetup {
     kick: Option<Option<File>>,
     call: Option<File>,
     err: Option<File>,
-    enabled: bool,
+    /// Last SET_VRING_ENABLE for this ring on this connection (None: never sent).
+    enabled: Option<bool>,
     running: bool,
 }
 
@@ -129,6 +130,8 @@ pub struct NetDevice {
     acked: u64,
     proto_acked: u64,
     regions: Vec<(RegionSpec, File)>,
+    /// How many ADD_MEM_REG requests added each region (see `add_mem_region`).
+    region_refs: Vec<u32>,
     mem: Option<Arc<GuestMemory>>,
     rings: Vec<RingSetup>,
     /// Why the connection must close (a get-type request failed).
@@ -152,6 +155,7 @@ impl NetDevice {
             acked: 0,
             proto_acked: 0,
             regions: Vec::new(),
+            region_refs: Vec::new(),
             mem: None,
             rings: (0..n).map(|_| RingSetup::default()).collect(),
             fatal: None,
@@ -214,11 +218,17 @@ impl NetDevice {
     fn maybe_start(&mut self, i: usize) -> VuResult<()> {
         let proto = self.acked & nf::PROTOCOL_FEATURES != 0;
         let r = &self.rings[i];
+        // With PROTOCOL_FEATURES rings start disabled until SET_VRING_ENABLE
+        // (vhost-user.rst, "Ring states"). QEMU's virtio-net may send its first enables
+        // before SET_FEATURES, which the vhost crate refuses as premature, so a ring that
+        // was never explicitly enabled or disabled on this connection runs once kicked,
+        // as it would without PROTOCOL_FEATURES; an explicit disable always holds.
+        let enabled = r.enabled.unwrap_or(true) || !proto;
         let ready = !r.running
             && r.num.is_some()
             && r.addr.is_some()
             && r.kick.is_some()
-            && (r.enabled || !proto)
+            && enabled
             && self.mem.is_some();
         if !ready {
             return Ok(());
@@ -290,6 +300,10 @@ impl NetDevice {
     }
 }
 
+fn same_region(a: &RegionSpec, b: &RegionSpec) -> bool {
+    a.gpa == b.gpa && a.size == b.size && a.user_addr == b.user_addr && a.mmap_offset == b.mmap_offset
+}
+
 fn dup_opt(f: &Option<File>) -> Option<File> {
     f.as_ref().and_then(|f| f.try_clone().ok())
 }
@@ -353,9 +367,12 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
                 (r.guest_phys_addr, r.memory_size, r.user_addr, r.mmap_offset);
             regions.push((RegionSpec { gpa, size, user_addr, mmap_offset }, f));
         }
+        let refs = vec![1; regions.len()];
         let old = std::mem::replace(&mut self.regions, regions);
+        let old_refs = std::mem::replace(&mut self.region_refs, refs);
         if let Err(e) = self.remap() {
             self.regions = old;
+            self.region_refs = old_refs;
             return Err(e);
         }
         Ok(None)
@@ -428,24 +445,18 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
         }
         let base = self.stop_ring(index as usize);
         // The ring is stopped: it needs a new kick (and enable) before it runs again.
-        let r = &mut self.rings[index as usize];
-        r.kick = None;
-        r.enabled = false;
+        // The ring is stopped until it is set up and kicked again.
+        self.rings[index as usize].kick = None;
         Ok(VhostUserVringState::new(index, base))
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
-        let proto = self.acked & nf::PROTOCOL_FEATURES != 0;
         let i = index as usize;
         if self.ring(index as u32)?.running {
             // A new kick fd for a running ring: restart it with the new one.
             self.stop_ring(i);
         }
-        let r = self.ring(index as u32)?;
-        r.kick = Some(fd);
-        if !proto {
-            r.enabled = true;
-        }
+        self.ring(index as u32)?.kick = Some(fd);
         self.maybe_start(i)
     }
 
@@ -488,7 +499,7 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
         let i = index as usize;
-        self.ring(index)?.enabled = enable;
+        self.ring(index)?.enabled = Some(enable);
         if enable {
             self.maybe_start(i)
         } else {
@@ -552,14 +563,24 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
         fd: File,
         _postcopy: Option<bool>,
     ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
+        let (gpa, size, user_addr, mmap_offset) =
+            (region.guest_phys_addr, region.memory_size, region.user_addr, region.mmap_offset);
+        let spec = RegionSpec { gpa, size, user_addr, mmap_offset };
+        // QEMU's virtio-net drives one vhost device per queue pair over the same
+        // connection, and each adds the same regions: count identical additions
+        // instead of mapping a region twice.
+        if let Some(i) = self.regions.iter().position(|(s, _)| same_region(s, &spec)) {
+            self.region_refs[i] += 1;
+            return Ok(None);
+        }
         if self.regions.len() >= MAX_MEM_SLOTS {
             return invalid(&self.spec.name, format!("ADD_MEM_REG: already {MAX_MEM_SLOTS} regions"));
         }
-        let (gpa, size, user_addr, mmap_offset) =
-            (region.guest_phys_addr, region.memory_size, region.user_addr, region.mmap_offset);
-        self.regions.push((RegionSpec { gpa, size, user_addr, mmap_offset }, fd));
+        self.regions.push((spec, fd));
+        self.region_refs.push(1);
         if let Err(e) = self.remap() {
             self.regions.pop();
+            self.region_refs.pop();
             return Err(e);
         }
         Ok(None)
@@ -570,9 +591,15 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
         let Some(pos) = self.regions.iter().position(|(s, _)| s.gpa == gpa && s.size == size) else {
             return invalid(&self.spec.name, format!("REM_MEM_REG: no region at {gpa:#x} size {size:#x}"));
         };
+        if self.region_refs[pos] > 1 {
+            self.region_refs[pos] -= 1;
+            return Ok(());
+        }
         let removed = self.regions.remove(pos);
+        self.region_refs.remove(pos);
         if let Err(e) = self.remap() {
             self.regions.insert(pos, removed);
+            self.region_refs.insert(pos, 1);
             return Err(e);
         }
         Ok(())

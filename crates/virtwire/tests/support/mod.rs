@@ -2,6 +2,7 @@
 //! of a test file. Each test binary uses only part of this, hence `allow(dead_code)`.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod guest;
 pub mod reflect;
 pub mod testpmd;
