@@ -33,6 +33,12 @@ pub struct TestpmdSpec {
     pub forward_mode: String,
     /// Appended to the `--vdev net_vhost0,...` options, e.g. `tso=1` (no leading comma).
     pub extra_vdev_opts: String,
+    /// Use the virtio-user PMD (testpmd plays the guest and connects to a vhost-user
+    /// backend at `socket`) instead of the vhost PMD. Needs hugepages: see
+    /// [`ensure_hugepages`].
+    pub virtio_user: bool,
+    /// Send a first burst before forwarding (`--tx-first`), for io forwarding loops.
+    pub tx_first: bool,
 }
 
 impl TestpmdSpec {
@@ -44,6 +50,8 @@ impl TestpmdSpec {
             queues: 1,
             forward_mode: "macswap".into(),
             extra_vdev_opts: String::new(),
+            virtio_user: false,
+            tx_first: false,
         }
     }
 }
@@ -75,8 +83,12 @@ impl Testpmd {
     /// exit`); in server mode the socket then exists.
     pub fn start(spec: TestpmdSpec, timeout: Duration) -> Result<Testpmd> {
         let q = spec.queues.max(1);
-        let mut vdev =
-            format!("net_vhost0,iface={},client={},queues={q}", spec.socket.display(), u8::from(spec.client));
+        let mut vdev = if spec.virtio_user {
+            ensure_hugepages()?;
+            format!("net_virtio_user0,path={},queues={q}", spec.socket.display())
+        } else {
+            format!("net_vhost0,iface={},client={},queues={q}", spec.socket.display(), u8::from(spec.client))
+        };
         if !spec.extra_vdev_opts.is_empty() {
             vdev.push(',');
             vdev.push_str(spec.extra_vdev_opts.trim_start_matches(','));
@@ -89,13 +101,17 @@ impl Testpmd {
         // host CPU: pinning the poller would starve whatever else is scheduled on that CPU.
         let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let cpus = if ncpu > 1 { format!("(0-{})", ncpu - 1) } else { "0".to_string() };
-        let args: Vec<String> = vec![
-            format!("--lcores=0@{cpus},1@{cpus}"),
-            "--no-huge".into(),
-            "-m".into(),
-            "512".into(),
-            "--no-pci".into(),
-            "--no-shconf".into(),
+        // virtio-user shares its memory with the backend, so it needs file-backed
+        // (hugepage) memory in few segments; the vhost PMD works without hugepages.
+        let memory: Vec<String> = if spec.virtio_user {
+            vec!["--single-file-segments".into(), "--in-memory".into(), "-m".into(), "512".into()]
+        } else {
+            vec!["--no-huge".into(), "-m".into(), "512".into(), "--no-shconf".into()]
+        };
+        let mut args: Vec<String> = vec![format!("--lcores=0@{cpus},1@{cpus}")];
+        args.extend(memory);
+        args.extend([
+            "--no-pci".to_string(),
             format!("--file-prefix={prefix}"),
             "--log-level=lib.eal:notice".into(),
             "--vdev".into(),
@@ -107,7 +123,10 @@ impl Testpmd {
             "--total-num-mbufs=16384".into(),
             format!("--rxq={q}"),
             format!("--txq={q}"),
-        ];
+        ]);
+        if spec.tx_first {
+            args.push("--tx-first".into());
+        }
         // stdout is a pipe: line-buffer it so "Press enter to exit" arrives when printed.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "-eL", TESTPMD])
@@ -241,6 +260,25 @@ pub fn parse_stats(log: &str) -> Result<TestpmdStats> {
         tx_dropped: field("TX-dropped:")?,
         log: log.to_string(),
     })
+}
+
+/// Reserves 2 MiB hugepages (at least 512 MiB worth) and mounts hugetlbfs at
+/// /dev/hugepages when needed, for DPDK's virtio-user PMD.
+pub fn ensure_hugepages() -> Result<()> {
+    let path = "/proc/sys/vm/nr_hugepages";
+    let have: u64 = fs::read_to_string(path)?.trim().parse().unwrap_or(0);
+    if have < 512 {
+        fs::write(path, "512").context("reserve hugepages (needs root)")?;
+    }
+    let mounts = fs::read_to_string("/proc/mounts")?;
+    if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")) {
+        fs::create_dir_all("/dev/hugepages")?;
+        let st = Command::new("mount").args(["-t", "hugetlbfs", "nodev", "/dev/hugepages"]).status()?;
+        if !st.success() {
+            bail!("mounting hugetlbfs at /dev/hugepages failed");
+        }
+    }
+    Ok(())
 }
 
 /// Removes a stale socket file (e.g. left by a killed run) before a server binds it.
