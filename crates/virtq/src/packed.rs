@@ -204,6 +204,11 @@ impl PackedDevice {
             return Err(e);
         }
         let max = max.min(burst.capacity());
+        // Start loading the descriptors a burst may cover (they are consecutive).
+        for i in 0..(max.min(self.size as usize) * 16).div_ceil(64) {
+            let slot = (self.next_avail as usize + i * 4) & self.mask as usize;
+            self.ring.prefetch_at(slot * 16);
+        }
         let mut n = 0;
         while n < max {
             let slot = self.next_avail & self.mask;
@@ -613,7 +618,10 @@ impl PackedDriver {
             }
             mem::acquire();
             let id = self.ring.read_u16(off + 12);
-            let len = self.ring.read_u32(off + 8);
+            // Element Length is reserved in used descriptors without
+            // VIRTQ_DESC_F_WRITE and ignored by drivers (virtio 1.x 2.8.4): report 0
+            // (devices such as DPDK's vhost put the read length there).
+            let len = if flags & DESC_F_WRITE != 0 { self.ring.read_u32(off + 8) } else { 0 };
             let Some(&nd) = self.ndesc.get(id as usize).filter(|nd| **nd != 0) else {
                 err = Some(RingError::UnknownUsedId(id as u32));
                 break;

@@ -26,6 +26,9 @@ pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
 /// VIRTQ_USED_F_NO_NOTIFY.
 pub const USED_F_NO_NOTIFY: u16 = 1;
 
+/// Most chains one pop returns.
+pub const POP_MAX: usize = 64;
+
 /// Byte sizes of the three areas for a queue of `size` entries.
 pub fn area_sizes(size: u16) -> (u64, u64, u64) {
     let n = size as u64;
@@ -170,10 +173,18 @@ impl SplitDevice {
         }
         // The ring entries and descriptors behind avail.idx are published by it.
         mem::acquire();
-        let n = (pending as usize).min(max).min(burst.capacity());
-        for i in 0..n as u16 {
-            let slot = self.last_avail.wrapping_add(i) & self.mask;
-            let head = self.avail.read_u16(4 + 2 * slot as usize);
+        let n = (pending as usize).min(max).min(burst.capacity()).min(POP_MAX);
+        // Read the burst's heads once, and start loading their descriptors before
+        // walking any chain, so the descriptor cache misses overlap.
+        let mut heads = [0u16; POP_MAX];
+        for (i, h) in heads.iter_mut().enumerate().take(n) {
+            let slot = self.last_avail.wrapping_add(i as u16) & self.mask;
+            *h = self.avail.read_u16(4 + 2 * slot as usize);
+            if *h < self.size {
+                self.desc.prefetch_at(*h as usize * 16);
+            }
+        }
+        for &head in &heads[..n] {
             if let Err(e) = self.parse(head, burst) {
                 return self.fail(e);
             }

@@ -1,6 +1,8 @@
-//! Benchmark commands. Each prints a table, or with `--json` one JSON array.
+//! Benchmark commands. Each prints a table, or with `--json` JSON: one array for
+//! `ring`, one object for the traffic commands.
 
 pub mod ring;
+pub mod traffic;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -9,6 +11,19 @@ use clap::{Args, Subcommand};
 pub fn main(cmd: BenchCmd) -> Result<()> {
     match cmd {
         BenchCmd::Ring(a) => bench_ring(a),
+        BenchCmd::Gen(a) => bench_traffic(traffic::Mode::Gen, a),
+        BenchCmd::Sink(a) => bench_traffic(traffic::Mode::Sink, a),
+        BenchCmd::Loop(a) => bench_traffic(traffic::Mode::Loop, a),
+        BenchCmd::Pingpong(a) => bench_traffic(traffic::Mode::Pingpong, a),
+        BenchCmd::Cacheline { json } => {
+            let ns = ring::cacheline_rtt_ns();
+            if json {
+                println!("{}", serde_json::json!({ "cacheline_rtt_ns": ns.round() }));
+            } else {
+                println!("CPU0 <-> CPU1 cache-line round trip: {ns:.0} ns");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -36,6 +51,22 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 pub enum BenchCmd {
     /// Raw virtqueue throughput: split, packed and rust-vmm virtio-queue, 1 and 2 threads.
     Ring(RingArgs),
+    /// Transmit test frames through a vhost-user backend (virtio-user frontend).
+    Gen(traffic::TrafficArgs),
+    /// Receive and verify frames from a vhost-user backend.
+    Sink(traffic::TrafficArgs),
+    /// Transmit one burst, then send back everything received (like testpmd io fwd
+    /// with --tx-first; another burst after 200 ms without traffic).
+    Loop(traffic::TrafficArgs),
+    /// One frame in flight per queue pair: round-trip latency percentiles.
+    Pingpong(traffic::TrafficArgs),
+    /// Round trip of one cache line between CPU 0 and CPU 1 in ns: how far apart the
+    /// host placed the two CPUs (compare benchmark runs only under the same placement).
+    Cacheline {
+        /// Print `{"cacheline_rtt_ns": N}`.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -64,6 +95,16 @@ pub struct RingArgs {
     /// Thread counts, comma separated: 1 (driver and device in one thread), 2.
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     threads: Vec<u32>,
+}
+
+fn bench_traffic(mode: traffic::Mode, a: traffic::TrafficArgs) -> Result<()> {
+    let r = traffic::run(mode, &a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        traffic::print(&r);
+    }
+    Ok(())
 }
 
 fn bench_ring(a: RingArgs) -> Result<()> {

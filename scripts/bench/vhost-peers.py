@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""Side-by-side vhost-user backend benchmark: the same DPDK testpmd virtio-user frontend
+against (a) virtwire and (b) dpdk-testpmd with a vhost port, in three shapes:
+
+  guest-to-host  frontend txonly  -> virtwire diag=sink    | testpmd rxonly
+  host-to-guest  frontend rxonly  <- virtwire diag=source  | testpmd txonly
+  loop           frontend io --tx-first <-> virtwire diag=reflect | testpmd io
+
+The frontend's forwarding lcore runs on CPU 0 and the backend on CPU 1. Runs are
+interleaved (virtwire, testpmd, virtwire, ...) and the median of each cell is reported
+with the ratio virtwire / testpmd. Rates are what the frontend counted over the
+measured window (its TX for guest-to-host, its RX otherwise), so both backends are
+measured by the same yardstick. CPU seconds of the backend process over the window are
+reported too. Prints a table, or JSON with --json.
+
+Needs root (hugepages), dpdk-testpmd (Debian dpdk-dev) and a release build of virtwire.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VIRTWIRE = os.path.join(ROOT, "target", "release", "virtwire")
+TESTPMD = "dpdk-testpmd"
+
+SHAPES = {
+    # shape: (frontend fwd mode, virtwire diag, backend testpmd fwd mode, frontend counter)
+    "guest-to-host": ("txonly", "sink", "rxonly", "TX-packets"),
+    "host-to-guest": ("rxonly", "source", "txonly", "RX-packets"),
+    "loop": ("io", "reflect", "io", "RX-packets"),
+}
+
+
+def ensure_hugepages():
+    with open("/proc/sys/vm/nr_hugepages") as f:
+        if int(f.read().strip() or 0) < 1024:
+            with open("/proc/sys/vm/nr_hugepages", "w") as w:
+                w.write("1024")
+    with open("/proc/mounts") as f:
+        if not any(l.split()[2] == "hugetlbfs" for l in f if len(l.split()) > 2):
+            os.makedirs("/dev/hugepages", exist_ok=True)
+            subprocess.run(["mount", "-t", "hugetlbfs", "nodev", "/dev/hugepages"], check=True)
+
+
+def proc_cpu_seconds(pid):
+    """utime + stime of a process and its threads, in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+class Testpmd:
+    """An interactive testpmd driven through its stdin."""
+
+    def __init__(self, args, cpu_list):
+        self.p = subprocess.Popen(
+            ["taskset", "-c", cpu_list, "stdbuf", "-oL", "-eL", TESTPMD] + args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
+        self.out = []
+        os.set_blocking(self.p.stdout.fileno(), False)
+
+    def read(self):
+        try:
+            while True:
+                chunk = self.p.stdout.read()
+                if not chunk:
+                    break
+                self.out.append(chunk)
+        except (BlockingIOError, TypeError):
+            pass
+        return "".join(self.out)
+
+    def wait_for(self, needle, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            if needle in self.read():
+                return
+            if self.p.poll() is not None:
+                raise RuntimeError(f"testpmd exited:\n{self.read()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"testpmd: no {needle!r} within {timeout}s:\n{self.read()}")
+
+    def cmd(self, line):
+        self.p.stdin.write(line + "\n")
+        self.p.stdin.flush()
+
+    def close(self):
+        try:
+            self.cmd("quit")
+            self.p.wait(timeout=10)
+        except Exception:
+            self.p.kill()
+            self.p.wait()
+
+
+def eal(prefix, main_lcore, huge):
+    mem = ["--single-file-segments", "--in-memory", "-m", "1024"] if huge else ["--no-huge", "-m", "1024", "--no-shconf"]
+    return ["-l", "0,1", "--main-lcore", str(main_lcore), "--no-pci", f"--file-prefix={prefix}", "--log-level=lib.eal:notice"] + mem
+
+
+def measure(backend, shape, size, secs, tmp, queue_size):
+    fe_mode, diag, be_mode, counter = SHAPES[shape]
+    sock = os.path.join(tmp, f"{backend}.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    be = None
+    be_testpmd = None
+    if backend == "virtwire":
+        cfg = os.path.join(tmp, "vw.toml")
+        with open(cfg, "w") as f:
+            f.write(
+                f"[[port]]\nname='bench'\ntype='vhost-user'\nsocket='{sock}'\n"
+                f"diag='{diag}'\ndiag_frame_size={size}\n"
+            )
+        be = subprocess.Popen(
+            ["taskset", "-c", "1", VIRTWIRE, "run", "--config", cfg],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(tmp, "vw.log"), "w"),
+        )
+        be_pid = be.pid
+    else:
+        args = eal(f"vwb-be-{os.getpid()}", 0, False) + [
+            "--vdev", f"net_vhost0,iface={sock},queues=1",
+            "--", "-i", "--total-num-mbufs=32768", f"--txpkts={size}",
+            f"--forward-mode={be_mode}", "--disable-link-check",
+        ]
+        be_testpmd = Testpmd(args, "0-1")
+        be_testpmd.wait_for("testpmd>", 60)
+        be_testpmd.cmd("start")
+        be_pid = be_testpmd.p.pid
+    end = time.time() + 10
+    while not os.path.exists(sock):
+        if time.time() > end:
+            raise RuntimeError(f"{backend}: no socket")
+        time.sleep(0.05)
+    fe_args = eal(f"vwb-fe-{os.getpid()}", 1, True) + [
+        "--vdev", f"net_virtio_user0,path={sock},queues=1,queue_size={queue_size}",
+        "--", "-i", "--total-num-mbufs=32768", f"--txpkts={size}", f"--forward-mode={fe_mode}",
+        "--disable-link-check",
+    ]
+    fe = Testpmd(fe_args, "0-1")
+    try:
+        fe.wait_for("testpmd>", 60)
+        fe.cmd("start tx_first" if fe_mode == "io" else "start")
+        time.sleep(1.0)  # warm up
+        fe.cmd("clear port stats all")
+        cpu0 = proc_cpu_seconds(be_pid)
+        t0 = time.time()
+        time.sleep(secs)
+        fe.cmd("show port stats all")
+        t1 = time.time()
+        cpu1 = proc_cpu_seconds(be_pid)
+        time.sleep(0.5)
+        text = fe.read()
+        block = text[text.rfind("NIC statistics for port 0"):]
+        m = re.search(counter + r":\s+(\d+)", block)
+        if not m:
+            raise RuntimeError(f"no {counter} in:\n{block}")
+        pkts = int(m.group(1))
+        fe.cmd("stop")
+    finally:
+        fe.close()
+        if be is not None:
+            be.send_signal(signal.SIGTERM)
+            be.wait(timeout=10)
+        if be_testpmd is not None:
+            be_testpmd.cmd("stop")
+            be_testpmd.close()
+    dt = t1 - t0
+    return {"mpps": pkts / dt / 1e6, "backend_cpu_s": (cpu1 - cpu0), "window_s": dt}
+
+
+def cacheline_rtt():
+    """CPU0<->CPU1 cache-line round trip in ns (the host's placement of our two vCPUs)."""
+    out = subprocess.run([VIRTWIRE, "bench", "cacheline", "--json"], capture_output=True, text=True, timeout=60)
+    return json.loads(out.stdout)["cacheline_rtt_ns"] if out.returncode == 0 else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--sizes", default="64,1518")
+    ap.add_argument("--shapes", default="guest-to-host,host-to-guest,loop")
+    ap.add_argument("--queue-size", type=int, default=256)
+    a = ap.parse_args()
+    if not shutil.which(TESTPMD):
+        sys.exit("dpdk-testpmd not found (apt-get install dpdk-dev)")
+    if not os.path.exists(VIRTWIRE):
+        sys.exit(f"{VIRTWIRE} not found (cargo build --release -p virtwire)")
+    ensure_hugepages()
+    sizes = [int(s) for s in a.sizes.split(",")]
+    shapes = a.shapes.split(",")
+    results = {}
+    tmp = tempfile.mkdtemp(prefix="vw-bench-")
+    try:
+        for _ in range(a.repeat):
+            for shape in shapes:
+                for size in sizes:
+                    for backend in ("virtwire", "testpmd"):
+                        rtt = cacheline_rtt()
+                        r = measure(backend, shape, size, a.seconds, tmp, a.queue_size)
+                        r["cacheline_rtt_ns"] = rtt
+                        results.setdefault((shape, size, backend), []).append(r)
+                        if not a.json:
+                            print(f"  {shape:13} {size:5} {backend:9} {r['mpps']:.3f} Mpps (cache-line rtt {rtt} ns)",
+                                  file=sys.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = []
+    for shape in shapes:
+        for size in sizes:
+            vw = [r["mpps"] for r in results[(shape, size, "virtwire")]]
+            tp = [r["mpps"] for r in results[(shape, size, "testpmd")]]
+            vw_cpu = statistics.median(r["backend_cpu_s"] / r["window_s"] for r in results[(shape, size, "virtwire")])
+            tp_cpu = statistics.median(r["backend_cpu_s"] / r["window_s"] for r in results[(shape, size, "testpmd")])
+            rows.append({
+                "shape": shape, "frame_bytes": size,
+                "virtwire_mpps": statistics.median(vw), "testpmd_mpps": statistics.median(tp),
+                "ratio": statistics.median(vw) / statistics.median(tp) if statistics.median(tp) else None,
+                "virtwire_runs": vw, "testpmd_runs": tp,
+                "virtwire_cpu_cores": vw_cpu, "testpmd_cpu_cores": tp_cpu,
+                "virtwire_gbps": statistics.median(vw) * size * 8 / 1e3,
+                "cacheline_rtt_ns": [r["cacheline_rtt_ns"] for b in ("virtwire", "testpmd")
+                                     for r in results[(shape, size, b)]],
+            })
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'shape':13} {'bytes':>5} {'virtwire Mpps':>13} {'testpmd Mpps':>12} {'ratio':>6} "
+          f"{'vw cores':>8} {'tp cores':>8}  runs (virtwire | testpmd)")
+    for r in rows:
+        print(f"{r['shape']:13} {r['frame_bytes']:>5} {r['virtwire_mpps']:>13.3f} {r['testpmd_mpps']:>12.3f} "
+              f"{r['ratio']:>6.2f} {r['virtwire_cpu_cores']:>8.2f} {r['testpmd_cpu_cores']:>8.2f}  "
+              f"{' '.join(f'{x:.2f}' for x in r['virtwire_runs'])} | {' '.join(f'{x:.2f}' for x in r['testpmd_runs'])}")
+
+
+if __name__ == "__main__":
+    main()
