@@ -185,6 +185,52 @@ def measure(backend, shape, size, secs, tmp, queue_size):
     return {"mpps": pkts / dt / 1e6, "backend_cpu_s": (cpu1 - cpu0), "window_s": dt}
 
 
+def measure_pingpong(backend, size, secs, tmp):
+    """Round-trip latency with one frame in flight, measured by virtwire's own
+    virtio-user frontend (`virtwire bench pingpong`), against virtwire diag=reflect or
+    testpmd io forwarding."""
+    sock = os.path.join(tmp, f"pp-{backend}.sock")
+    if os.path.exists(sock):
+        os.unlink(sock)
+    be = None
+    be_testpmd = None
+    if backend == "virtwire":
+        cfg = os.path.join(tmp, "pp.toml")
+        with open(cfg, "w") as f:
+            f.write(f"[[port]]\nname='pp'\ntype='vhost-user'\nsocket='{sock}'\ndiag='reflect'\n")
+        be = subprocess.Popen(["taskset", "-c", "1", VIRTWIRE, "run", "--config", cfg],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    else:
+        args = eal(f"vwb-pp-{os.getpid()}", 0, False) + [
+            "--vdev", f"net_vhost0,iface={sock},queues=1",
+            "--", "-i", "--total-num-mbufs=32768", "--forward-mode=io", "--disable-link-check",
+        ]
+        be_testpmd = Testpmd(args, "0-1")
+        be_testpmd.wait_for("testpmd>", 60)
+        be_testpmd.cmd("start")
+    end = time.time() + 10
+    while not os.path.exists(sock):
+        if time.time() > end:
+            raise RuntimeError(f"{backend}: no socket")
+        time.sleep(0.05)
+    try:
+        out = subprocess.run(["taskset", "-c", "0", VIRTWIRE, "bench", "pingpong", "--socket", sock,
+                              "--size", str(size), "--duration", str(secs), "--json"],
+                             capture_output=True, text=True, timeout=secs + 60)
+        if out.returncode:
+            raise RuntimeError(f"pingpong failed: {out.stderr}")
+        r = json.loads(out.stdout)
+    finally:
+        if be is not None:
+            be.send_signal(signal.SIGTERM)
+            be.wait(timeout=10)
+        if be_testpmd is not None:
+            be_testpmd.cmd("stop")
+            be_testpmd.close()
+    lat = r["latency_us"]
+    return {"p50_us": lat["p50"], "p99_us": lat["p99"], "mpps": r["pps"] / 1e6}
+
+
 def cacheline_rtt():
     """CPU0<->CPU1 cache-line round trip in ns (the host's placement of our two vCPUs)."""
     out = subprocess.run([VIRTWIRE, "bench", "cacheline", "--json"], capture_output=True, text=True, timeout=60)
@@ -199,6 +245,7 @@ def main():
     ap.add_argument("--sizes", default="64,1518")
     ap.add_argument("--shapes", default="guest-to-host,host-to-guest,loop")
     ap.add_argument("--queue-size", type=int, default=256)
+    ap.add_argument("--pingpong", action="store_true", help="also measure round-trip latency")
     a = ap.parse_args()
     if not shutil.which(TESTPMD):
         sys.exit("dpdk-testpmd not found (apt-get install dpdk-dev)")
@@ -221,6 +268,16 @@ def main():
                         if not a.json:
                             print(f"  {shape:13} {size:5} {backend:9} {r['mpps']:.3f} Mpps (cache-line rtt {rtt} ns)",
                                   file=sys.stderr)
+        if a.pingpong:
+            for _ in range(a.repeat):
+                for backend in ("virtwire", "testpmd"):
+                    rtt = cacheline_rtt()
+                    r = measure_pingpong(backend, 64, a.seconds, tmp)
+                    r["cacheline_rtt_ns"] = rtt
+                    results.setdefault(("pingpong", 64, backend), []).append(r)
+                    if not a.json:
+                        print(f"  pingpong         64 {backend:9} p50 {r['p50_us']:.2f} us (cache-line rtt {rtt} ns)",
+                              file=sys.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []
@@ -240,15 +297,41 @@ def main():
                 "cacheline_rtt_ns": [r["cacheline_rtt_ns"] for b in ("virtwire", "testpmd")
                                      for r in results[(shape, size, b)]],
             })
+            # The host moves this machine's two vCPUs between "near" (cache-line round
+            # trip well under 150 ns) and "far" placements; compare like with like.
+            for cls, test in (("near", lambda x: x is not None and x < 150), ("far", lambda x: x is not None and x >= 150)):
+                v = [r["mpps"] for r in results[(shape, size, "virtwire")] if test(r["cacheline_rtt_ns"])]
+                t = [r["mpps"] for r in results[(shape, size, "testpmd")] if test(r["cacheline_rtt_ns"])]
+                rows[-1][f"ratio_{cls}"] = statistics.median(v) / statistics.median(t) if v and t else None
+                rows[-1][f"runs_{cls}"] = [len(v), len(t)]
+    latency = []
+    if a.pingpong:
+        vw = results[("pingpong", 64, "virtwire")]
+        tp = results[("pingpong", 64, "testpmd")]
+        latency.append({
+            "shape": "pingpong", "frame_bytes": 64,
+            "virtwire_p50_us": statistics.median(r["p50_us"] for r in vw),
+            "testpmd_p50_us": statistics.median(r["p50_us"] for r in tp),
+            "virtwire_p99_us": statistics.median(r["p99_us"] for r in vw),
+            "testpmd_p99_us": statistics.median(r["p99_us"] for r in tp),
+            "virtwire_runs_p50": [r["p50_us"] for r in vw], "testpmd_runs_p50": [r["p50_us"] for r in tp],
+            "cacheline_rtt_ns": [r["cacheline_rtt_ns"] for r in vw + tp],
+        })
     if a.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows + latency, indent=2))
         return
-    print(f"{'shape':13} {'bytes':>5} {'virtwire Mpps':>13} {'testpmd Mpps':>12} {'ratio':>6} "
+    fmt = lambda x: "-" if x is None else f"{x:.2f}"
+    print(f"{'shape':13} {'bytes':>5} {'virtwire Mpps':>13} {'testpmd Mpps':>12} {'ratio':>6} {'near':>5} {'far':>5} "
           f"{'vw cores':>8} {'tp cores':>8}  runs (virtwire | testpmd)")
     for r in rows:
         print(f"{r['shape']:13} {r['frame_bytes']:>5} {r['virtwire_mpps']:>13.3f} {r['testpmd_mpps']:>12.3f} "
-              f"{r['ratio']:>6.2f} {r['virtwire_cpu_cores']:>8.2f} {r['testpmd_cpu_cores']:>8.2f}  "
+              f"{r['ratio']:>6.2f} {fmt(r['ratio_near']):>5} {fmt(r['ratio_far']):>5} "
+              f"{r['virtwire_cpu_cores']:>8.2f} {r['testpmd_cpu_cores']:>8.2f}  "
               f"{' '.join(f'{x:.2f}' for x in r['virtwire_runs'])} | {' '.join(f'{x:.2f}' for x in r['testpmd_runs'])}")
+    for r in latency:
+        print(f"\npingpong 64 B round trip (one frame in flight, virtwire's frontend): "
+              f"virtwire p50 {r['virtwire_p50_us']:.2f} us p99 {r['virtwire_p99_us']:.2f} us | "
+              f"testpmd p50 {r['testpmd_p50_us']:.2f} us p99 {r['testpmd_p99_us']:.2f} us")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ use vhost::vhost_user::{
     Backend, Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut,
 };
 use vhost::VhostUserMemoryRegionBase;
-use virtq::{features as vf, DeviceQueue, GuestMemory, Layout, RegionSpec, RingAddrs};
+use virtq::{features as vf, DeviceQueue, DirtyLog, GuestMemory, Layout, RegionSpec, RingAddrs};
 
 use crate::stats::PortStats;
 use crate::worker::{Ctl, PortId, Worker};
@@ -75,7 +75,8 @@ pub struct PortSpec {
 }
 
 /// Virtio feature bits this device offers. Offload bits come with checksum and
-/// segmentation support; LOG_ALL with dirty-page logging.
+/// segmentation support. VHOST_F_LOG_ALL (with the LOG_SHMFD protocol feature) is live
+/// migration's dirty-page logging.
 pub fn offered_features(spec: &PortSpec) -> u64 {
     // VIRTIO_F_IN_ORDER (virtio 1.x 2.7.9 / 2.8.21): every mode of this device uses and
     // completes the buffers of a ring in the order they were made available (bursts are
@@ -89,6 +90,7 @@ pub fn offered_features(spec: &PortSpec) -> u64 {
         | nf::MRG_RXBUF
         | nf::MAC
         | nf::STATUS
+        | nf::LOG_ALL
         | nf::PROTOCOL_FEATURES;
     if spec.queue_pairs > 1 {
         f |= nf::MQ;
@@ -106,6 +108,7 @@ pub fn offered_protocol_features() -> VhostUserProtocolFeatures {
     VhostUserProtocolFeatures::MQ
         | VhostUserProtocolFeatures::CONFIG
         | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS
+        | VhostUserProtocolFeatures::LOG_SHMFD
 }
 
 /// Most memory regions accepted (GET_MAX_MEM_SLOTS).
@@ -138,6 +141,8 @@ pub struct NetDevice {
     /// How many ADD_MEM_REG requests added each region (see `add_mem_region`).
     region_refs: Vec<u32>,
     mem: Option<Arc<GuestMemory>>,
+    /// The dirty log from SET_LOG_BASE; in force while VHOST_F_LOG_ALL is negotiated.
+    log: Option<Arc<DirtyLog>>,
     rings: Vec<RingSetup>,
     /// Why the connection must close (a get-type request failed).
     pub fatal: Option<String>,
@@ -162,6 +167,7 @@ impl NetDevice {
             regions: Vec::new(),
             region_refs: Vec::new(),
             mem: None,
+            log: None,
             rings: (0..n).map(|_| RingSetup::default()).collect(),
             fatal: None,
         }
@@ -293,6 +299,9 @@ impl NetDevice {
                 return invalid(&self.spec.name, format!("memory region: {e}"));
             }
         }
+        if self.acked & nf::LOG_ALL != 0 {
+            m.set_log(self.log.clone());
+        }
         let running: Vec<usize> = (0..self.rings.len()).filter(|i| self.rings[*i].running).collect();
         for &i in &running {
             self.stop_ring(i);
@@ -348,8 +357,19 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
         if self.rings.iter().any(|r| r.running) && (features ^ self.acked) & vf::RING_PACKED != 0 {
             return invalid(&self.spec.name, "ring layout changed while rings run".into());
         }
+        let logging_changed = (features ^ self.acked) & nf::LOG_ALL != 0;
         self.acked = features;
         eprintln!("virtwire: port {}: features negotiated {features:#x}", self.spec.name);
+        if logging_changed && !self.regions.is_empty() {
+            // Running rings restart on a memory map that logs (or stops logging) every
+            // write: the live-migration dirty log of vhost-user.rst.
+            self.remap()?;
+            eprintln!(
+                "virtwire: port {}: dirty-page logging {}",
+                self.spec.name,
+                if features & nf::LOG_ALL != 0 { "on" } else { "off" }
+            );
+        }
         Ok(())
     }
 
@@ -628,9 +648,25 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
         Err(VuError::InvalidOperation("shared memory regions are not offered"))
     }
 
-    fn set_log_base(&mut self, _log: &VhostUserLog, _file: File) -> VuResult<()> {
-        self.fatal = Some("SET_LOG_BASE without LOG_SHMFD".into());
-        Err(VuError::InvalidOperation("dirty logging is not offered"))
+    fn set_log_base(&mut self, log: &VhostUserLog, file: File) -> VuResult<()> {
+        let (size, offset) = (log.mmap_size, log.mmap_offset);
+        match DirtyLog::map(file.as_fd(), size, offset) {
+            Ok(l) => {
+                self.log = Some(Arc::new(l));
+                if self.acked & nf::LOG_ALL != 0 && !self.regions.is_empty() {
+                    self.remap()?;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The crate answers SET_LOG_BASE itself after an Ok only; without a
+                // usable log, migration cannot be correct: close the connection.
+                let why = format!("SET_LOG_BASE: dirty log of {size} bytes at offset {offset}: {e}");
+                eprintln!("virtwire: port {}: rejected: {why}", self.spec.name);
+                self.fatal = Some(why);
+                Err(VuError::InvalidParam)
+            }
+        }
     }
 }
 

@@ -338,6 +338,42 @@ impl VirtioUser {
         self.queue_pair(qp)?.rx_burst(out)
     }
 
+    /// Starts dirty-page logging as a VMM does when live migration begins: shares `log`
+    /// (a file of `size` bytes, one bit per 4 KiB page of guest memory) with
+    /// SET_LOG_BASE, then sets VHOST_F_LOG_ALL with SET_FEATURES. The backend must offer
+    /// LOG_ALL and the LOG_SHMFD protocol feature.
+    pub fn start_dirty_log(&mut self, log: std::os::fd::BorrowedFd<'_>, size: u64) -> Result<()> {
+        use vhost::VhostUserDirtyLogRegion;
+        let log_all = virtio_net::features::LOG_ALL;
+        if self.neg.offered & log_all == 0 {
+            return Err(Error::MissingFeature {
+                feature: feature_name(log_all),
+                offered: self.neg.offered,
+                hint: "",
+            });
+        }
+        if self.neg.protocol & VhostUserProtocolFeatures::LOG_SHMFD.bits() == 0 {
+            return Err(Error::MissingProtocolFeature {
+                feature: "LOG_SHMFD",
+                offered: self.neg.protocol_offered,
+                hint: "",
+            });
+        }
+        let region =
+            VhostUserDirtyLogRegion { mmap_size: size, mmap_offset: 0, mmap_handle: log.as_raw_fd() };
+        self.fe.set_log_base(0, Some(region)).req("SET_LOG_BASE")?;
+        self.neg.features |= log_all;
+        self.fe.set_features(self.neg.features).req("SET_FEATURES")?;
+        Ok(())
+    }
+
+    /// Stops dirty-page logging (SET_FEATURES without VHOST_F_LOG_ALL).
+    pub fn stop_dirty_log(&mut self) -> Result<()> {
+        self.neg.features &= !virtio_net::features::LOG_ALL;
+        self.fe.set_features(self.neg.features).req("SET_FEATURES")?;
+        Ok(())
+    }
+
     /// Stops the device: SET_VRING_ENABLE 0 on every ring (when protocol features were
     /// negotiated), then GET_VRING_BASE on every ring, which stops it (vhost-user: "the
     /// back-end must stop the ring upon receiving GET_VRING_BASE"). Returns each ring's
@@ -421,7 +457,8 @@ fn negotiate(fe: &mut Frontend, stream: &UnixStream, cfg: &Config) -> Result<Neg
         protocol_offered = pf.bits();
         let want = VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::CONFIG;
+            | VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::LOG_SHMFD;
         protocol = pf & want;
         if cfg.queue_pairs > 1 && !protocol.contains(VhostUserProtocolFeatures::MQ) {
             return Err(Error::MissingProtocolFeature {

@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use crate::mem::{GuestMemory, HostSpan};
+use crate::mem::{DirtyLog, GuestMemory, HostSpan};
 use crate::Token;
 
 /// One buffer of a chain: a translated guest-physical range.
@@ -75,6 +75,14 @@ impl Burst {
         Self { mem: None, chains: Vec::with_capacity(cap), segs: Vec::with_capacity(cap * 4), cap }
     }
 
+    /// Bytes a burst of `max_chains` takes, its preallocated arrays included.
+    pub fn footprint(max_chains: usize) -> usize {
+        let cap = max_chains.max(1);
+        std::mem::size_of::<Burst>()
+            + cap * std::mem::size_of::<ChainInfo>()
+            + cap * 4 * std::mem::size_of::<Seg>()
+    }
+
     /// Maximum number of chains one pop puts here.
     #[inline]
     pub fn capacity(&self) -> usize {
@@ -99,7 +107,8 @@ impl Burst {
         let info = &self.chains[i];
         let start = info.seg_start as usize;
         let end = start + info.nread as usize + info.nwrite as usize;
-        Chain { info, segs: &self.segs[start..end] }
+        let log = self.mem.as_ref().and_then(|m| m.log()).map(|l| &**l);
+        Chain { info, segs: &self.segs[start..end], log }
     }
 
     /// Prefetches the start of every chain's first buffers: call once after a pop and
@@ -138,6 +147,8 @@ impl Burst {
 pub struct Chain<'a> {
     info: &'a ChainInfo,
     segs: &'a [Seg],
+    /// Where writes into the chain are logged during live migration.
+    log: Option<&'a DirtyLog>,
 }
 
 impl<'a> Chain<'a> {
@@ -214,7 +225,11 @@ impl<'a> Chain<'a> {
                 off -= s.len();
                 continue;
             }
-            done += s.span.write_bytes(off, &src[done..]);
+            let n = s.span.write_bytes(off, &src[done..]);
+            if let Some(l) = self.log {
+                l.mark(s.gpa + off as u64, n as u64);
+            }
+            done += n;
             off = 0;
         }
         done
@@ -242,6 +257,9 @@ impl<'a> Chain<'a> {
                     return done;
                 }
                 let c = d.span.copy_from_span(off, &rsegs[si].span, soff, n - done);
+                if let Some(l) = self.log {
+                    l.mark(d.gpa + off as u64, c as u64);
+                }
                 done += c;
                 off += c;
                 soff += c;

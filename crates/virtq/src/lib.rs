@@ -24,7 +24,7 @@ mod queue;
 pub use arena::GuestArena;
 pub use burst::{Burst, Chain, Seg};
 pub use error::{MemError, PostError, RingError, SetupError};
-pub use mem::{GuestMemory, RegionSpec};
+pub use mem::{DirtyLog, GuestMemory, RegionSpec};
 pub use queue::{DeviceQueue, DriverQueue, Layout};
 
 /// Feature bits this crate cares about (virtio 1.x section 6, "Reserved Feature Bits").
@@ -94,6 +94,13 @@ pub struct Buf {
     pub len: u32,
     /// True when the device may write it (VIRTQ_DESC_F_WRITE).
     pub writable: bool,
+}
+
+/// Memory a device keeps per queue: the queue itself (either layout; no heap, whatever
+/// the ring size) and a [`Burst`] of `burst` chains with its preallocated arrays (four
+/// segments per chain inline; longer chains grow them once, out of line).
+pub fn per_queue_state_bytes(burst: usize) -> usize {
+    std::mem::size_of::<DeviceQueue>() + Burst::footprint(burst)
 }
 
 /// `vring_need_event` (virtio 1.x 2.7.7.2 / 2.7.10): true if `event` lies in the

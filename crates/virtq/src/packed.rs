@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::burst::{Burst, ChainAcc};
 use crate::error::{PostError, RingError, SetupError};
-use crate::mem::{self, GuestMemory, HostSpan};
+use crate::mem::{self, DirtyLog, GuestMemory, HostSpan};
 use crate::{features, Buf, RingAddrs, Token, Used};
 
 /// VIRTQ_DESC_F_NEXT.
@@ -114,6 +114,11 @@ pub struct PackedDevice {
     signalled_valid: bool,
     hint: usize,
     broken: Option<RingError>,
+    /// Guest-physical addresses of the ring and of the device event suppression area.
+    ring_gpa: u64,
+    device_evt_gpa: u64,
+    /// The memory's dirty log when live migration logging is on.
+    log: Option<Arc<DirtyLog>>,
 }
 
 impl PackedDevice {
@@ -126,6 +131,7 @@ impl PackedDevice {
     ) -> Result<Self, SetupError> {
         crate::check_size(size as u32)?;
         let (ring, driver_evt, device_evt) = map_areas(&mem, size, addrs)?;
+        let log = mem.log().cloned();
         Ok(Self {
             mem,
             ring,
@@ -143,6 +149,9 @@ impl PackedDevice {
             signalled_valid: false,
             hint: 0,
             broken: None,
+            ring_gpa: addrs.desc,
+            device_evt_gpa: addrs.device,
+            log,
         })
     }
 
@@ -296,6 +305,14 @@ impl PackedDevice {
         }
     }
 
+    /// Records a device write of `len` bytes at `off` of the ring in the dirty log.
+    #[inline(always)]
+    fn log_ring(&self, off: usize, len: u64) {
+        if let Some(l) = &self.log {
+            l.mark(self.ring_gpa + off as u64, len);
+        }
+    }
+
     /// Steps the avail position back by `slots` ring slots (see
     /// [`crate::DeviceQueue::rewind`]).
     pub fn rewind(&mut self, slots: u16) {
@@ -324,6 +341,7 @@ impl PackedDevice {
         } else {
             self.ring.write_u64(off + 8, len as u64 | (token.id as u64) << 32 | (flags as u64) << 48);
         }
+        self.log_ring(off + 8, 8);
         self.next_used = self.next_used.wrapping_add(token.ndesc);
     }
 
@@ -359,6 +377,9 @@ impl PackedDevice {
 
     /// Asks the driver for kicks again; returns true when a chain is already available.
     pub fn enable_kicks(&mut self) -> bool {
+        if let Some(l) = &self.log {
+            l.mark(self.device_evt_gpa, 4);
+        }
         if self.event_idx {
             self.device_evt.write_u16(0, base_from_seq(self.next_avail, self.size));
             self.device_evt.write_u16(2, EVENT_F_DESC);
@@ -372,6 +393,9 @@ impl PackedDevice {
     /// Tells the driver not to kick.
     pub fn disable_kicks(&mut self) {
         self.device_evt.write_u16(2, EVENT_F_DISABLE);
+        if let Some(l) = &self.log {
+            l.mark(self.device_evt_gpa, 4);
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::burst::{Burst, ChainAcc};
 use crate::error::{PostError, RingError, SetupError};
-use crate::mem::{self, GuestMemory, HostSpan};
+use crate::mem::{self, DirtyLog, GuestMemory, HostSpan};
 use crate::{features, need_event, Buf, RingAddrs, Token, Used};
 
 /// VIRTQ_DESC_F_NEXT.
@@ -76,6 +76,10 @@ pub struct SplitDevice {
     signalled_valid: bool,
     hint: usize,
     broken: Option<RingError>,
+    /// Guest-physical address of the used ring, for the dirty log.
+    used_gpa: u64,
+    /// The memory's dirty log when live migration logging is on.
+    log: Option<Arc<DirtyLog>>,
 }
 
 impl SplitDevice {
@@ -90,6 +94,7 @@ impl SplitDevice {
     ) -> Result<Self, SetupError> {
         crate::check_size(size as u32)?;
         let (desc, avail, used) = map_areas(&mem, size, addrs)?;
+        let log = mem.log().cloned();
         Ok(Self {
             mem,
             desc,
@@ -106,6 +111,8 @@ impl SplitDevice {
             signalled_valid: false,
             hint: 0,
             broken: None,
+            used_gpa: addrs.device,
+            log,
         })
     }
 
@@ -270,6 +277,14 @@ impl SplitDevice {
         }
     }
 
+    /// Records a device write of `len` bytes at `off` in the used ring in the dirty log.
+    #[inline(always)]
+    fn log_used(&self, off: usize, len: u64) {
+        if let Some(l) = &self.log {
+            l.mark(self.used_gpa + off as u64, len);
+        }
+    }
+
     /// Steps the avail position back by `n` chains (see [`crate::DeviceQueue::rewind`]).
     pub fn rewind(&mut self, n: u16) {
         self.last_avail = self.last_avail.wrapping_sub(n);
@@ -283,6 +298,7 @@ impl SplitDevice {
         let off = 4 + 8 * slot as usize;
         self.used.write_u32(off, token.id as u32);
         self.used.write_u32(off + 4, len);
+        self.log_used(off, 8);
         self.pending = self.pending.wrapping_add(1);
     }
 
@@ -297,6 +313,7 @@ impl SplitDevice {
         self.pending = 0;
         mem::release();
         self.used.write_u16(2, self.used_idx);
+        self.log_used(2, 2);
     }
 
     /// Does the driver want an interrupt for what was published since the last
@@ -328,8 +345,10 @@ impl SplitDevice {
         if self.event_idx {
             let off = 4 + 8 * self.size as usize;
             self.used.write_u16(off, self.last_avail);
+            self.log_used(off, 2);
         } else {
             self.used.write_u16(0, 0);
+            self.log_used(0, 2);
         }
         mem::full();
         self.avail_pending() != 0
@@ -340,6 +359,7 @@ impl SplitDevice {
     pub fn disable_kicks(&mut self) {
         if !self.event_idx {
             self.used.write_u16(0, USED_F_NO_NOTIFY);
+            self.log_used(0, 2);
         }
     }
 }

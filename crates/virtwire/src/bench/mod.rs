@@ -137,6 +137,10 @@ fn bench_ring(a: RingArgs) -> Result<()> {
         "ring size {}, {}-byte buffers, EVENT_IDX on, median of {} x {} ms; CPU0<->CPU1 cache-line round trip {:.0} ns",
         opts.size, opts.buf_len, opts.repeat, opts.duration_ms, rtt
     );
+    println!(
+        "per-queue device state: {} bytes (queue of either layout, any size, plus a 32-chain burst)",
+        virtq::per_queue_state_bytes(32)
+    );
     let base = |threads: u32, batch: usize| {
         rows.iter()
             .find(|r| r.layout == "virtio-queue" && r.threads == threads && r.batch == batch)
