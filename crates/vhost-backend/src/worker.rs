@@ -588,6 +588,12 @@ impl PortRt {
         let (hdr_len, mrg) = (self.hdr_len, self.mrg);
         let (name, stats) = (&self.name, &*self.stats);
         let (Some(rx), Some(tx)) = pair_of(&mut self.rings, pair) else { return 0 };
+        if !tx.q.has_avail() {
+            return 0;
+        }
+        // Both rings' first lines are needed now: load them in parallel.
+        rx.q.prefetch_next();
+        tx.q.prefetch_next();
         let ntx = match tx.q.pop(&mut tx.burst, BURST) {
             Ok(n) => n,
             Err(e) => {

@@ -190,3 +190,33 @@ fn dirty_log_marks_what_the_device_writes() {
         assert_eq!(port.stats.snapshot().ring_errors, 0);
     }
 }
+
+/// Client mode: the frontend listens (as QEMU with `server=on` does) and virtwire
+/// connects; when the frontend goes away and comes back on the same path, virtwire
+/// connects again by itself.
+#[test]
+fn client_mode_reconnects_when_the_frontend_restarts() {
+    let worker = Worker::spawn("test-dp").unwrap();
+    let sock = socket("client");
+    let listener = virtio_user::FrontendListener::bind(&sock).unwrap();
+    let spec = PortSpec {
+        name: "client".into(),
+        queue_pairs: 1,
+        mac: Mac([0x52, 0x54, 0, 0, 0, 9]),
+        mtu: 0,
+        diag: DiagMode::Reflect,
+        diag_frame_size: 64,
+    };
+    let port = Port::start(spec, &sock, SocketMode::Client, 3, worker.clone()).unwrap();
+    let mut dev = listener.accept(&Config::default()).unwrap();
+    exchange(&mut dev, 100, 64);
+    // The frontend process "restarts": its socket and connection go away, then a new
+    // one listens on the same path.
+    drop(dev);
+    drop(listener);
+    let listener = virtio_user::FrontendListener::bind(&sock).unwrap();
+    let mut dev = listener.accept(&Config { layout: Layout::Packed, ..Config::default() }).unwrap();
+    exchange(&mut dev, 100, 64);
+    dev.shutdown().unwrap();
+    assert_eq!(port.stats.snapshot().to_guest_packets, 200);
+}

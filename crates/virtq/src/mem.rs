@@ -595,6 +595,22 @@ impl HostSpan {
         let _ = off;
     }
 
+    /// Prefetches the cache line holding byte `off` of the span for writing (PREFETCHW).
+    #[inline(always)]
+    pub fn prefetch_w_at(&self, off: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if off < self.len {
+            // SAFETY: a prefetch never faults; the address is inside the span.
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_ET0 }>(
+                    self.ptr.as_ptr().add(off).cast::<i8>(),
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = off;
+    }
+
     /// Copies `N` bytes at `off` out of guest memory, or `None` when they do not fit.
     /// A fixed size lets the copy compile to a few wide moves (headers, small frames).
     #[inline(always)]

@@ -198,6 +198,13 @@ impl PackedDevice {
         a == wrap && u != wrap
     }
 
+    /// Starts loading the ring lines the next burst reads (avail) and writes (used).
+    #[inline]
+    pub fn prefetch_next(&self) {
+        self.ring.prefetch_at((self.next_avail & self.mask) as usize * 16);
+        self.ring.prefetch_w_at((self.next_used & self.mask) as usize * 16);
+    }
+
     /// True when the driver has made a chain available at our position.
     #[inline]
     pub fn has_avail(&self) -> bool {

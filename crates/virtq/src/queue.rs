@@ -173,6 +173,12 @@ impl DeviceQueue {
         dev!(self, q => q.disable_kicks())
     }
 
+    /// See [`SplitDevice::prefetch_next`].
+    #[inline]
+    pub fn prefetch_next(&self) {
+        dev!(self, q => q.prefetch_next())
+    }
+
     /// True when the driver made something available that we have not popped.
     #[inline]
     pub fn has_avail(&self) -> bool {

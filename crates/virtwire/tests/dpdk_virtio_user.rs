@@ -44,6 +44,9 @@ fn run(c: Case) {
     let st = pmd.stop(Duration::from_secs(20)).expect("testpmd stops with statistics");
     let log = daemon.stop();
     eprintln!("{}: testpmd rx={} tx={}; virtwire:\n{log}", c.name, st.rx_packets, st.tx_packets);
+    // SIGTERM stops virtwire cleanly: it reports its counters and removes its socket.
+    assert!(log.contains("signal 15: stopping"), "no clean stop:\n{log}");
+    assert!(!sock.exists(), "socket {} left behind", sock.display());
 
     let from_guest = final_counter(&log, "pmd", "from guest").expect("counters");
     let to_guest = final_counter(&log, "pmd", "to guest").expect("counters");
