@@ -231,6 +231,14 @@ def measure_pingpong(backend, size, secs, tmp):
     return {"p50_us": lat["p50"], "p99_us": lat["p99"], "mpps": r["pps"] / 1e6}
 
 
+def placement(before, after):
+    """The cache-line round trip of a run when the placement was the same before and
+    after it (both near, under 150 ns, or both far); None when it changed meanwhile."""
+    if before is None or after is None or (before < 150) != (after < 150):
+        return None
+    return max(before, after)
+
+
 def cacheline_rtt():
     """CPU0<->CPU1 cache-line round trip in ns (the host's placement of our two vCPUs)."""
     out = subprocess.run([VIRTWIRE, "bench", "cacheline", "--json"], capture_output=True, text=True, timeout=60)
@@ -263,7 +271,8 @@ def main():
                     for backend in ("virtwire", "testpmd"):
                         rtt = cacheline_rtt()
                         r = measure(backend, shape, size, a.seconds, tmp, a.queue_size)
-                        r["cacheline_rtt_ns"] = rtt
+                        rtt_after = cacheline_rtt()
+                        r["cacheline_rtt_ns"] = placement(rtt, rtt_after)
                         results.setdefault((shape, size, backend), []).append(r)
                         if not a.json:
                             print(f"  {shape:13} {size:5} {backend:9} {r['mpps']:.3f} Mpps (cache-line rtt {rtt} ns)",
@@ -273,7 +282,7 @@ def main():
                 for backend in ("virtwire", "testpmd"):
                     rtt = cacheline_rtt()
                     r = measure_pingpong(backend, 64, a.seconds, tmp)
-                    r["cacheline_rtt_ns"] = rtt
+                    r["cacheline_rtt_ns"] = placement(rtt, cacheline_rtt())
                     results.setdefault(("pingpong", 64, backend), []).append(r)
                     if not a.json:
                         print(f"  pingpong         64 {backend:9} p50 {r['p50_us']:.2f} us (cache-line rtt {rtt} ns)",
@@ -317,6 +326,10 @@ def main():
             "virtwire_runs_p50": [r["p50_us"] for r in vw], "testpmd_runs_p50": [r["p50_us"] for r in tp],
             "cacheline_rtt_ns": [r["cacheline_rtt_ns"] for r in vw + tp],
         })
+        for cls, test in (("near", lambda x: x is not None and x < 150), ("far", lambda x: x is not None and x >= 150)):
+            for name, rs in (("virtwire", vw), ("testpmd", tp)):
+                v = [r["p50_us"] for r in rs if test(r["cacheline_rtt_ns"])]
+                latency[-1][f"{name}_p50_us_{cls}"] = statistics.median(v) if v else None
     if a.json:
         print(json.dumps(rows + latency, indent=2))
         return
@@ -332,6 +345,8 @@ def main():
         print(f"\npingpong 64 B round trip (one frame in flight, virtwire's frontend): "
               f"virtwire p50 {r['virtwire_p50_us']:.2f} us p99 {r['virtwire_p99_us']:.2f} us | "
               f"testpmd p50 {r['testpmd_p50_us']:.2f} us p99 {r['testpmd_p99_us']:.2f} us")
+        print(f"  p50 near placement: virtwire {fmt(r['virtwire_p50_us_near'])} us, testpmd {fmt(r['testpmd_p50_us_near'])} us; "
+              f"far: virtwire {fmt(r['virtwire_p50_us_far'])} us, testpmd {fmt(r['testpmd_p50_us_far'])} us")
 
 
 if __name__ == "__main__":

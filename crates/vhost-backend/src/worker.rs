@@ -669,13 +669,14 @@ impl PortRt {
         // unused receive buffers go back too.
         tx.q.rewind(&tx.burst, ti);
         rx.q.rewind(&rx.burst, ri);
-        if ti > 0 {
-            tx.q.publish_used();
-            tx.notify(stats);
-        }
+        // Received frames first: they are what the guest is waiting for.
         if ri > 0 {
             rx.q.publish_used();
             rx.notify(stats);
+        }
+        if ti > 0 {
+            tx.q.publish_used();
+            tx.notify(stats);
         }
         PortStats::add(&stats.from_guest_packets, ti as u64);
         PortStats::add(&stats.to_guest_packets, delivered);
