@@ -36,8 +36,16 @@ cargo fmt --all -- --check
 log "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
-log "build (release binary for the end-to-end tests)"
+log "build (release profile, as benchmarked)"
 cargo build --release --workspace
 
 log "tests"
-cargo test --workspace -- --test-threads=2
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+set +e
+cargo test --workspace -- --test-threads=2 2>&1 | tee "$out"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$out"
+exit "$status"

@@ -21,7 +21,12 @@ struct Case {
     forward_mode: &'static str,
 }
 
+/// One testpmd with hugepages at a time: two would compete for the two CPUs and for
+/// the reserved hugepages.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run(c: Case) {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch_dir(c.name);
     let sock = dir.join("vw.sock");
     let config = format!(

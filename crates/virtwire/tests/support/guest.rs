@@ -220,7 +220,7 @@ pub fn host_tsc_khz() -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 fn measure_tsc_khz() -> u64 {
-    // SAFETY: rdtsc has no memory effects; every x86_64 CPU has it.
+    // SAFETY: rdtsc only reads the time-stamp counter; every x86_64 CPU has it.
     let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
     // Median of three 50 ms windows, so one disturbed window does not matter.
     let mut khz: Vec<u64> = (0..3)

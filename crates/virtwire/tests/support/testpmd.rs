@@ -203,8 +203,9 @@ impl Testpmd {
         let Some(child) = self.child.as_mut() else { return true };
         let mut clean = true;
         if child.try_wait().ok().flatten().is_none() {
-            // SAFETY: signalling our own child process by pid.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+            // SIGINT makes testpmd print its final statistics; the standard library only
+            // sends SIGKILL, so use kill(1).
+            let _ = Command::new("kill").arg("-INT").arg(child.id().to_string()).status();
             let deadline = Instant::now() + timeout;
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() >= deadline {
@@ -223,11 +224,12 @@ impl Testpmd {
         self.child = None;
         // DPDK leaves its runtime dir (<runtime>/dpdk/<file-prefix>) behind even with
         // --no-shconf; remove ours.
-        let runtime = match std::env::var_os("XDG_RUNTIME_DIR") {
-            Some(d) if unsafe { libc::geteuid() } != 0 => PathBuf::from(d),
-            _ => PathBuf::from("/var/run"),
-        };
-        let _ = fs::remove_dir_all(runtime.join("dpdk").join(&self.prefix));
+        // (/var/run for root, $XDG_RUNTIME_DIR otherwise: try both.)
+        let mut runtimes = vec![PathBuf::from("/var/run")];
+        runtimes.extend(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from));
+        for runtime in runtimes {
+            let _ = fs::remove_dir_all(runtime.join("dpdk").join(&self.prefix));
+        }
         clean
     }
 }
@@ -262,13 +264,13 @@ pub fn parse_stats(log: &str) -> Result<TestpmdStats> {
     })
 }
 
-/// Reserves 2 MiB hugepages (at least 512 MiB worth) and mounts hugetlbfs at
+/// Reserves 2 MiB hugepages (at least 2 GiB worth) and mounts hugetlbfs at
 /// /dev/hugepages when needed, for DPDK's virtio-user PMD.
 pub fn ensure_hugepages() -> Result<()> {
     let path = "/proc/sys/vm/nr_hugepages";
     let have: u64 = fs::read_to_string(path)?.trim().parse().unwrap_or(0);
-    if have < 512 {
-        fs::write(path, "512").context("reserve hugepages (needs root)")?;
+    if have < 1024 {
+        fs::write(path, "1024").context("reserve hugepages (needs root)")?;
     }
     let mounts = fs::read_to_string("/proc/mounts")?;
     if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")) {
