@@ -261,7 +261,6 @@ impl Runtime {
     /// Enables kicks on every ring (re-checking each ring after enabling, the race of
     /// virtio 1.x 2.7.10), then sleeps until a kick or a control message.
     fn sleep(&mut self, events: &mut [EpollEvent]) {
-        let mut pending = false;
         let mut pollable_only = false;
         for p in self.ports.iter_mut() {
             for r in p.rings.iter_mut().flatten() {
@@ -271,9 +270,13 @@ impl Runtime {
                 if r.kick.is_none() {
                     pollable_only = true;
                 }
-                pending |= r.q.enable_kicks();
+                r.q.enable_kicks();
             }
         }
+        // Re-check after enabling (each enable ends with a full barrier): sleep unless a
+        // port can move a frame now. Frames waiting for receive buffers that the guest
+        // has not posted are no reason to spin: its refill kicks us.
+        let pending = self.ports.iter().any(|p| p.can_progress());
         if !pending {
             // A ring without a kick fd can only be polled: nap briefly instead.
             let timeout = if pollable_only { 1 } else { -1 };
@@ -473,9 +476,23 @@ fn pair_of(rings: &mut [Option<Ring>], pair: usize) -> (Option<&mut Ring>, Optio
 }
 
 impl PortRt {
+    /// True when some queue pair of the port has work it can do now.
+    fn can_progress(&self) -> bool {
+        let live = |i: usize| self.rings.get(i).and_then(|r| r.as_ref()).filter(|r| !r.broken);
+        let has = |i: usize| live(i).is_some_and(|r| r.q.has_avail());
+        (0..self.rings.len().div_ceil(2)).any(|pair| {
+            let (rx, tx) = (2 * pair, 2 * pair + 1);
+            match self.diag {
+                DiagMode::Reflect => has(tx) && has(rx),
+                DiagMode::Sink => has(tx),
+                DiagMode::Source => has(rx),
+            }
+        })
+    }
+
     /// One round over the port's rings; returns frames moved.
     fn poll(&mut self) -> usize {
-        let pairs = self.rings.len() / 2 + self.rings.len() % 2;
+        let pairs = self.rings.len().div_ceil(2);
         let mut work = 0;
         for pair in 0..pairs {
             work += match self.diag {

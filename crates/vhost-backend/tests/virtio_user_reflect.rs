@@ -220,3 +220,73 @@ fn client_mode_reconnects_when_the_frontend_restarts() {
     dev.shutdown().unwrap();
     assert_eq!(port.stats.snapshot().to_guest_packets, 200);
 }
+
+/// CPU seconds used so far by this process's thread named `name`.
+fn thread_cpu_seconds(name: &str) -> f64 {
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == name {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            let f: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+            let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+            return ticks as f64 / 100.0;
+        }
+    }
+    panic!("no thread {name}");
+}
+
+/// A guest that transmits but stops taking received frames fills its receive ring: the
+/// reflected frames then have nowhere to go and stay in its transmit ring. The worker
+/// must not spin on them: it sleeps until the guest posts receive buffers (and kicks),
+/// then delivers everything.
+#[test]
+fn a_guest_that_stops_receiving_does_not_make_the_worker_spin() {
+    let worker = Worker::spawn("dp-stuck").unwrap();
+    let (port, sock) = reflect_port("stuck", 1, 1, &worker);
+    let mut dev = VirtioUser::connect(&sock, &Config { queue_size: 64, ..Config::default() }).unwrap();
+    let mut buf = vec![0u8; 64];
+    frame::build(&mut buf, DST, SRC, 0);
+    // 64 receive buffers; send more than that without receiving.
+    let mut sent = 0u64;
+    while sent < 100 {
+        frame::stamp(&mut buf, sent, 0);
+        sent += dev.tx_burst(0, &[&buf[..]]).unwrap() as u64;
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = thread_cpu_seconds("dp-stuck");
+    std::thread::sleep(Duration::from_secs(1));
+    let used = thread_cpu_seconds("dp-stuck") - before;
+    assert!(used < 0.2, "worker used {used:.2} s of CPU in 1 s while blocked on a full receive ring");
+    // The guest receives again: everything it sent comes back, in order.
+    let mut out: Vec<Packet> = (0..32).map(|_| Packet::with_capacity(128)).collect();
+    let mut got = 0u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < sent {
+        assert!(Instant::now() < deadline, "only {got} of {sent} frames came back");
+        let r = dev.rx_burst(0, &mut out).unwrap();
+        for p in &out[..r] {
+            assert_eq!(frame::check(p.data()).unwrap().seq, got);
+            got += 1;
+        }
+    }
+    dev.shutdown().unwrap();
+    assert_eq!(port.stats.snapshot().to_guest_packets, sent);
+}
+
+/// With a frontend attached and nothing flowing, the worker sleeps on the kick
+/// eventfds instead of polling.
+#[test]
+fn an_idle_port_costs_no_cpu() {
+    let worker = Worker::spawn("dp-idle").unwrap();
+    let (_port, sock) = reflect_port("idle", 2, 1, &worker);
+    let mut dev = VirtioUser::connect(&sock, &Config { queue_pairs: 2, ..Config::default() }).unwrap();
+    exchange(&mut dev, 10, 64);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = thread_cpu_seconds("dp-idle");
+    std::thread::sleep(Duration::from_secs(1));
+    let used = thread_cpu_seconds("dp-idle") - before;
+    assert!(used < 0.05, "idle worker used {used:.2} s of CPU in 1 s");
+    // And it wakes up when traffic comes back.
+    exchange(&mut dev, 10, 64);
+    dev.shutdown().unwrap();
+}
