@@ -128,6 +128,7 @@ impl Worker {
             rx,
             pending: pending.clone(),
             stop: stop.clone(),
+            futile: false,
         };
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
         Ok(Arc::new(Worker { tx, wake, pending, stop, thread: Some(thread) }))
@@ -214,6 +215,8 @@ struct Runtime {
     rx: Receiver<Ctl>,
     pending: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// The last sleep attempt found work ready, and nothing has moved since.
+    futile: bool,
 }
 
 fn key(id: PortId, ring: u16) -> u64 {
@@ -242,6 +245,7 @@ impl Runtime {
             }
             if work > 0 {
                 idle = 0;
+                self.futile = false;
                 continue;
             }
             // Read the clock only once per 64 empty rounds.
@@ -277,9 +281,14 @@ impl Runtime {
         // port can move a frame now. Frames waiting for receive buffers that the guest
         // has not posted are no reason to spin: its refill kicks us.
         let pending = self.ports.iter().any(|p| p.can_progress());
-        if !pending {
+        // Work that looks ready twice in a row without anything moving in between (a
+        // guest whose buffers can never hold its frames, say) gets a 1 ms nap, not a
+        // spinning core.
+        let futile = pending && self.futile;
+        self.futile = pending;
+        if !pending || futile {
             // A ring without a kick fd can only be polled: nap briefly instead.
-            let timeout = if pollable_only { 1 } else { -1 };
+            let timeout = if pollable_only || futile { 1 } else { -1 };
             let n = self.epoll.wait(timeout, events).unwrap_or(0);
             for ev in &events[..n] {
                 let k = ev.data();
@@ -621,7 +630,11 @@ impl PortRt {
         if ntx == 0 {
             return 0;
         }
-        let nrx = match rx.q.pop(&mut rx.burst, BURST) {
+        // One receive chain per frame is the common case (a frame that needs more, with
+        // mergeable buffers, waits for the next round); popping more would only be
+        // validated and rewound.
+        let mut want = ntx;
+        let mut nrx = match rx.q.pop(&mut rx.burst, want) {
             Ok(n) => n,
             Err(e) => {
                 rx.fail(name, 2 * pair, e, stats);
@@ -657,6 +670,26 @@ impl PortRt {
             }
             let flen = total - hdr_len;
             let k = match pick_rx(&rx.burst, ri, hdr_len + flen, mrg) {
+                // Not enough receive chains in this burst for the first frame: pop a
+                // full burst if we asked for fewer, else the frame needs more merged
+                // buffers than a burst holds and is dropped, so the ring always moves.
+                None if ri == 0 && nrx == want && want < BURST => {
+                    rx.q.rewind(&rx.burst, 0);
+                    want = BURST;
+                    nrx = match rx.q.pop(&mut rx.burst, want) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            // The frames from here on stay in the transmit ring.
+                            rx.fail(name, 2 * pair, e, stats);
+                            break;
+                        }
+                    };
+                    continue;
+                }
+                None if ri == 0 && nrx == BURST => Some(0),
+                other => other,
+            };
+            let k = match k {
                 None => break,
                 Some(0) => {
                     small += 1;

@@ -290,3 +290,34 @@ fn an_idle_port_costs_no_cpu() {
     exchange(&mut dev, 10, 64);
     dev.shutdown().unwrap();
 }
+
+/// A guest whose receive buffers are so small that a frame needs more of them than a
+/// burst holds: that frame is dropped and counted (the ring keeps moving), frames that
+/// fit still come back, and the worker does not spin.
+#[test]
+fn frames_needing_more_buffers_than_a_burst_are_dropped_not_stuck() {
+    let worker = Worker::spawn("dp-tiny").unwrap();
+    let (port, sock) = reflect_port("tiny", 1, 1, &worker);
+    let cfg = Config { rx_buf_len: 76, tx_buf_len: 4096, queue_size: 256, ..Config::default() };
+    let mut dev = VirtioUser::connect(&sock, &cfg).unwrap();
+    // 3000 bytes + header in 76-byte buffers: 40 buffers, more than a 32-chain burst.
+    let mut big = vec![0u8; 3000];
+    frame::build(&mut big, DST, SRC, 0);
+    for seq in 0..5 {
+        frame::stamp(&mut big, seq, 0);
+        while dev.tx_burst(0, &[&big[..]]).unwrap() == 0 {}
+    }
+    let t = Instant::now();
+    while port.stats.snapshot().drop_rx_buffer_small < 5 {
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", port.stats.snapshot());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = thread_cpu_seconds("dp-tiny");
+    std::thread::sleep(Duration::from_secs(1));
+    let used = thread_cpu_seconds("dp-tiny") - before;
+    assert!(used < 0.2, "worker used {used:.2} s of CPU in 1 s");
+    // A frame that fits in 32 buffers still makes the round trip.
+    exchange(&mut dev, 20, 200);
+    dev.shutdown().unwrap();
+    assert_eq!(port.stats.snapshot().ring_errors, 0);
+}
