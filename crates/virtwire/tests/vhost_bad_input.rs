@@ -5,91 +5,54 @@
 //! The daemon under test is the real `virtwire run` process. Well-formed requests go
 //! through rust-vmm's vhost frontend; malformed ones are written to the socket by hand.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use virtq::GuestArena;
 
+mod support;
+
+/// `virtwire run` with two reflect ports, `a` (the one abused) and `b` (the bystander).
 struct Daemon {
-    child: Child,
-    dir: PathBuf,
-    log: PathBuf,
+    d: support::daemon::Daemon,
+    dir: support::guest::ScratchDir,
 }
 
 impl Daemon {
     fn start(tag: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("vw-bad-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("cfg.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "[[port]]\nname='a'\ntype='vhost-user'\nsocket='{0}/a.sock'\ndiag='reflect'\n\
-                 [[port]]\nname='b'\ntype='vhost-user'\nsocket='{0}/b.sock'\ndiag='reflect'\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        let log = dir.join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_virtwire"))
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, dir, log };
-        d.wait_for(&d.sock("b"));
-        d
+        let dir = support::guest::scratch_dir(&format!("bad-{tag}"));
+        let cfg = format!(
+            "[[port]]\nname='a'\ntype='vhost-user'\nsocket='{0}/a.sock'\ndiag='reflect'\n\
+             [[port]]\nname='b'\ntype='vhost-user'\nsocket='{0}/b.sock'\ndiag='reflect'\n",
+            dir.path().display()
+        );
+        let d = support::daemon::Daemon::start(dir.path(), &cfg, &[dir.path().join("b.sock")]);
+        Daemon { d, dir }
     }
 
     fn sock(&self, port: &str) -> PathBuf {
-        self.dir.join(format!("{port}.sock"))
-    }
-
-    fn wait_for(&self, p: &Path) {
-        let t = Instant::now();
-        while !p.exists() {
-            assert!(t.elapsed() < Duration::from_secs(10), "daemon did not create {}", p.display());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.dir.path().join(format!("{port}.sock"))
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.d.log_text()
     }
 
-    /// Waits until the daemon's log contains `needle`.
     fn expect_log(&self, needle: &str) {
-        let t = Instant::now();
-        while !self.log_text().contains(needle) {
-            assert!(t.elapsed() < Duration::from_secs(5), "log lacks {needle:?}:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.d.expect_log(needle);
     }
 
     /// The process is alive and port `b` still completes a handshake.
     fn still_serving(&mut self) {
-        assert!(self.child.try_wait().unwrap().is_none(), "daemon exited:\n{}", self.log_text());
+        assert!(self.d.alive(), "daemon exited:\n{}", self.d.log_text());
         let fe = handshake(&self.sock("b"));
         assert!(fe.get_features().is_ok());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

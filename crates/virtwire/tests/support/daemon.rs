@@ -45,6 +45,15 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Waits (up to 5 s) until the daemon's log contains `needle`.
+    pub fn expect_log(&self, needle: &str) {
+        let t = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(t.elapsed() < Duration::from_secs(5), "log lacks {needle:?}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops the daemon with SIGTERM and returns its whole log (which ends with the
     /// per-port counters).
     pub fn stop(mut self) -> String {
