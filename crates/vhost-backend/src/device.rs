@@ -29,7 +29,6 @@ use vhost::vhost_user::{
 use vhost::VhostUserMemoryRegionBase;
 use virtq::{features as vf, DeviceQueue, DirtyLog, GuestMemory, Layout, RegionSpec, RingAddrs};
 
-use crate::stats::PortStats;
 use crate::worker::{Ctl, PortId, Worker};
 
 /// What a port does with the frames of its guest, instead of switching them
@@ -134,7 +133,6 @@ pub struct NetDevice {
     spec: Arc<PortSpec>,
     id: PortId,
     worker: Arc<Worker>,
-    stats: Arc<PortStats>,
     acked: u64,
     proto_acked: u64,
     regions: Vec<(RegionSpec, File)>,
@@ -155,13 +153,12 @@ fn invalid<T>(port: &str, why: String) -> VuResult<T> {
 
 impl NetDevice {
     /// A fresh device for a new connection.
-    pub fn new(spec: Arc<PortSpec>, id: PortId, worker: Arc<Worker>, stats: Arc<PortStats>) -> Self {
+    pub fn new(spec: Arc<PortSpec>, id: PortId, worker: Arc<Worker>) -> Self {
         let n = spec.queue_pairs as usize * 2;
         Self {
             spec,
             id,
             worker,
-            stats,
             acked: 0,
             proto_acked: 0,
             regions: Vec::new(),
@@ -429,7 +426,6 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
     ) -> VuResult<()> {
         let name = self.spec.name.clone();
         let mem = self.mem.clone();
-        let layout = self.layout();
         let r = self.ring(index)?;
         if r.running {
             return invalid(&name, format!("ring {index}: SET_VRING_ADDR while the ring runs"));
@@ -446,7 +442,6 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
                 }
             }
         }
-        let _ = layout;
         r.addr = Some((descriptor, available, used));
         Ok(())
     }
@@ -673,6 +668,5 @@ impl VhostUserBackendReqHandlerMut for NetDevice {
 impl Drop for NetDevice {
     fn drop(&mut self) {
         self.stop_all();
-        let _ = &self.stats;
     }
 }

@@ -64,8 +64,8 @@ fn is_disconnect(e: &VuError) -> bool {
 }
 
 /// Serves one connection until it ends.
-fn serve(stream: UnixStream, spec: &Arc<PortSpec>, id: PortId, worker: &Arc<Worker>, stats: &Arc<PortStats>) {
-    let dev = Arc::new(Mutex::new(NetDevice::new(spec.clone(), id, worker.clone(), stats.clone())));
+fn serve(stream: UnixStream, spec: &Arc<PortSpec>, id: PortId, worker: &Arc<Worker>) {
+    let dev = Arc::new(Mutex::new(NetDevice::new(spec.clone(), id, worker.clone())));
     let mut h = BackendReqHandler::from_stream(stream, dev.clone());
     loop {
         match h.handle_request() {
@@ -140,8 +140,8 @@ impl Port {
             SocketMode::Client => None,
         };
         let thread = {
-            let (spec, worker, stats, stop, connected) =
-                (spec.clone(), worker.clone(), stats.clone(), stop.clone(), connected.clone());
+            let (spec, worker, stop, connected) =
+                (spec.clone(), worker.clone(), stop.clone(), connected.clone());
             let path = socket.to_path_buf();
             std::thread::Builder::new().name(format!("port-{}", spec.name)).spawn(move || {
                 let mut backoff = Duration::from_millis(50);
@@ -173,11 +173,11 @@ impl Port {
                         // Keep accepting while serving, to refuse a second frontend
                         // at once instead of leaving it waiting for replies.
                         Some(l) => {
-                            let (spec2, worker2, stats2) = (spec.clone(), worker.clone(), stats.clone());
+                            let (spec2, worker2) = (spec.clone(), worker.clone());
                             let done = Arc::new(AtomicBool::new(false));
                             let done2 = done.clone();
                             let t = std::thread::spawn(move || {
-                                serve(s, &spec2, id, &worker2, &stats2);
+                                serve(s, &spec2, id, &worker2);
                                 done2.store(true, Ordering::Relaxed);
                             });
                             while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
@@ -194,7 +194,7 @@ impl Port {
                                 let _ = t.join();
                             }
                         }
-                        None => serve(s, &spec, id, &worker, &stats),
+                        None => serve(s, &spec, id, &worker),
                     }
                     connected.store(false, Ordering::Relaxed);
                 }
