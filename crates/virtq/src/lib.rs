@@ -20,6 +20,7 @@ pub mod split;
 mod arena;
 mod burst;
 mod queue;
+mod setup;
 
 pub use arena::GuestArena;
 pub use burst::{Burst, Chain, Seg};

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use crate::burst::{Burst, ChainAcc};
 use crate::error::{PostError, RingError, SetupError};
 use crate::mem::{self, DirtyLog, GuestMemory, HostSpan};
+use crate::setup::{check_bufs, check_indirect_area, map_area};
 use crate::{features, Buf, RingAddrs, Token, Used};
 
 /// VIRTQ_DESC_F_NEXT.
@@ -63,17 +64,10 @@ fn map_areas(
     size: u16,
     a: RingAddrs,
 ) -> Result<(HostSpan, HostSpan, HostSpan), SetupError> {
-    let area = |name: &'static str, addr: u64, len: u64, align: u64| {
-        if !addr.is_multiple_of(align) {
-            return Err(SetupError::Misaligned { area: name, addr, align });
-        }
-        let mut hint = 0;
-        mem.translate(addr, len, &mut hint).ok_or(SetupError::OutsideMemory { area: name, addr, len })
-    };
     Ok((
-        area("descriptor ring", a.desc, 16 * size as u64, 16)?,
-        area("driver event suppression", a.driver, 4, 4)?,
-        area("device event suppression", a.device, 4, 4)?,
+        map_area(mem, "descriptor ring", a.desc, 16 * size as u64, 16)?,
+        map_area(mem, "driver event suppression", a.driver, 4, 4)?,
+        map_area(mem, "device event suppression", a.device, 4, 4)?,
     ))
 }
 
@@ -442,15 +436,7 @@ impl PackedDriver {
     ) -> Result<Self, SetupError> {
         crate::check_size(size as u32)?;
         let (ring, driver_evt, device_evt) = map_areas(&mem, size, addrs)?;
-        if let Some((gpa, per)) = indirect {
-            let len = size as u64 * per as u64 * 16;
-            let mut h = 0;
-            mem.translate(gpa, len, &mut h).ok_or(SetupError::OutsideMemory {
-                area: "indirect area",
-                addr: gpa,
-                len,
-            })?;
-        }
+        check_indirect_area(&mem, size, indirect)?;
         ring.fill(0, 0, ring.len());
         driver_evt.fill(0, 0, 4);
         device_evt.fill(0, 0, 4);
@@ -488,23 +474,7 @@ impl PackedDriver {
     }
 
     fn check_bufs(&mut self, bufs: &[Buf]) -> Result<u32, PostError> {
-        if bufs.is_empty() {
-            return Err(PostError::Empty);
-        }
-        let mut seen_write = false;
-        let mut cap = 0u32;
-        for b in bufs {
-            if self.mem.translate(b.addr, b.len as u64, &mut self.hint).is_none() {
-                return Err(PostError::OutOfRange { addr: b.addr, len: b.len });
-            }
-            if b.writable {
-                seen_write = true;
-                cap = cap.saturating_add(b.len);
-            } else if seen_write {
-                return Err(PostError::Order);
-            }
-        }
-        Ok(cap)
+        check_bufs(&self.mem, &mut self.hint, bufs)
     }
 
     #[inline(always)]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::burst::{Burst, ChainAcc};
 use crate::error::{PostError, RingError, SetupError};
 use crate::mem::{self, DirtyLog, GuestMemory, HostSpan};
+use crate::setup::{check_bufs, check_indirect_area, map_area};
 use crate::{features, need_event, Buf, RingAddrs, Token, Used};
 
 /// VIRTQ_DESC_F_NEXT.
@@ -42,17 +43,10 @@ fn map_areas(
     a: RingAddrs,
 ) -> Result<(HostSpan, HostSpan, HostSpan), SetupError> {
     let (dl, al, ul) = area_sizes(size);
-    let area = |name: &'static str, addr: u64, len: u64, align: u64| {
-        if !addr.is_multiple_of(align) {
-            return Err(SetupError::Misaligned { area: name, addr, align });
-        }
-        let mut hint = 0;
-        mem.translate(addr, len, &mut hint).ok_or(SetupError::OutsideMemory { area: name, addr, len })
-    };
     Ok((
-        area("descriptor table", a.desc, dl, 16)?,
-        area("avail ring", a.driver, al, 2)?,
-        area("used ring", a.device, ul, 4)?,
+        map_area(mem, "descriptor table", a.desc, dl, 16)?,
+        map_area(mem, "avail ring", a.driver, al, 2)?,
+        map_area(mem, "used ring", a.device, ul, 4)?,
     ))
 }
 
@@ -417,15 +411,7 @@ impl SplitDriver {
     ) -> Result<Self, SetupError> {
         crate::check_size(size as u32)?;
         let (desc, avail, used) = map_areas(&mem, size, addrs)?;
-        if let Some((gpa, per)) = indirect {
-            let len = size as u64 * per as u64 * 16;
-            let mut h = 0;
-            mem.translate(gpa, len, &mut h).ok_or(SetupError::OutsideMemory {
-                area: "indirect area",
-                addr: gpa,
-                len,
-            })?;
-        }
+        check_indirect_area(&mem, size, indirect)?;
         desc.fill(0, 0, desc.len());
         avail.fill(0, 0, avail.len());
         used.fill(0, 0, used.len());
@@ -463,23 +449,7 @@ impl SplitDriver {
     }
 
     fn check_bufs(&mut self, bufs: &[Buf]) -> Result<u32, PostError> {
-        if bufs.is_empty() {
-            return Err(PostError::Empty);
-        }
-        let mut seen_write = false;
-        let mut cap = 0u32;
-        for b in bufs {
-            if self.mem.translate(b.addr, b.len as u64, &mut self.hint).is_none() {
-                return Err(PostError::OutOfRange { addr: b.addr, len: b.len });
-            }
-            if b.writable {
-                seen_write = true;
-                cap = cap.saturating_add(b.len);
-            } else if seen_write {
-                return Err(PostError::Order);
-            }
-        }
-        Ok(cap)
+        check_bufs(&self.mem, &mut self.hint, bufs)
     }
 
     /// Writes a chain into the descriptor table and the avail ring (not yet visible to
