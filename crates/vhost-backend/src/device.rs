@@ -67,8 +67,10 @@ pub struct PortSpec {
     pub mac: Mac,
     /// MTU reported in the config space (VIRTIO_NET_F_MTU), 0 for none.
     pub mtu: u16,
-    /// Diagnostic mode.
-    pub diag: DiagMode,
+    /// A diagnostic mode instead of switching.
+    pub diag: Option<DiagMode>,
+    /// VLANs and address filters.
+    pub policy: crate::policy::PortPolicy,
     /// Frame size for [`DiagMode::Source`].
     pub diag_frame_size: usize,
 }

@@ -4,16 +4,25 @@
 //!   memory table, each ring's lifecycle), built on rust-vmm's `vhost` crate for framing.
 //! * [`worker`]: the datapath thread that owns running rings and moves frames.
 //! * [`server`]: a port's connection loop (server or client mode, reconnecting).
+//! * [`tap`]: tap ports (a kernel interface through /dev/net/tun).
+//! * [`fdb`], [`policy`]: the switch's learning table, VLANs and address filters.
 //!
 //! The control plane (device) and the datapath (worker) meet at one narrow interface:
 //! messages ([`worker::Ctl`]) that hand a ready ring to the worker or take it back.
 
 pub mod device;
+pub mod fdb;
+pub mod policy;
 pub mod server;
 pub mod stats;
+mod sys;
+pub mod tap;
 pub mod worker;
 
 pub use device::{DiagMode, PortSpec};
+pub use fdb::FdbConfig;
+pub use policy::{PortPolicy, VlanMode, VlanSet};
 pub use server::{Port, SocketMode};
-pub use stats::PortStats;
-pub use worker::Worker;
+pub use stats::{PortStats, WorkerStats};
+pub use tap::TapPort;
+pub use worker::{FdbRecord, Worker};

@@ -16,7 +16,7 @@ use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 use crate::device::{NetDevice, PortSpec};
 use crate::stats::PortStats;
-use crate::worker::{Ctl, PortId, Worker};
+use crate::worker::{Ctl, NewPort, PortId, PortKind, Worker};
 
 /// Who connects to whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,15 +109,7 @@ impl Port {
         worker: Arc<Worker>,
     ) -> std::io::Result<Port> {
         let spec = Arc::new(spec);
-        let stats = Arc::new(PortStats::default());
-        worker.send(Ctl::AddPort {
-            id,
-            name: spec.name.clone(),
-            diag: spec.diag,
-            frame_size: spec.diag_frame_size,
-            mac: spec.mac,
-            stats: stats.clone(),
-        });
+        let stats = Arc::new(PortStats::new(spec.queue_pairs as usize));
         let stop = Arc::new(AtomicBool::new(false));
         let connected = Arc::new(AtomicBool::new(false));
         let listener = match mode {
@@ -139,6 +131,16 @@ impl Port {
             }
             SocketMode::Client => None,
         };
+        worker.send(Ctl::AddPort(Box::new(NewPort {
+            id,
+            name: spec.name.clone(),
+            kind: PortKind::Vhost,
+            diag: spec.diag,
+            frame_size: spec.diag_frame_size,
+            mac: spec.mac,
+            policy: spec.policy.clone(),
+            stats: stats.clone(),
+        })));
         let thread = {
             let (spec, worker, stop, connected) =
                 (spec.clone(), worker.clone(), stop.clone(), connected.clone());

@@ -1,27 +1,78 @@
-//! Per-port counters. Written by the worker once per burst (relaxed atomic adds), read by
-//! the control plane at any time.
+//! Counters. Written by the worker once per burst (relaxed atomic adds on lines only it
+//! writes), read by the control plane at any time.
+//!
+//! Directions are the switch's view: `rx` is what the switch received from a port (a
+//! VM's transmissions, taken from its TX rings), `tx` what it sent to the port (put into
+//! the VM's RX rings, or written to a tap).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+#[inline(always)]
+fn add(c: &AtomicU64, n: u64) {
+    if n != 0 {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+#[inline(always)]
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// Counters of one queue pair.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct QueueStats {
+    /// Frames taken from this pair's transmit ring.
+    pub rx_packets: AtomicU64,
+    /// Their bytes (without the virtio-net header).
+    pub rx_bytes: AtomicU64,
+    /// Non-empty pops of this pair's transmit ring.
+    pub rx_bursts: AtomicU64,
+    /// Frames put into this pair's receive ring.
+    pub tx_packets: AtomicU64,
+    /// Their bytes.
+    pub tx_bytes: AtomicU64,
+}
+
+/// A snapshot of [`QueueStats`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct QueueStatsSnapshot {
+    pub queue: u16,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub rx_bursts: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
 /// Counters of one port.
 #[derive(Debug, Default)]
 pub struct PortStats {
-    /// Frames the guest transmitted that we took from its TX rings.
-    pub from_guest_packets: AtomicU64,
+    /// Frames the switch received from the port.
+    pub rx_packets: AtomicU64,
     /// Bytes of those frames (without the virtio-net header).
-    pub from_guest_bytes: AtomicU64,
-    /// Frames we delivered into the guest's RX rings.
-    pub to_guest_packets: AtomicU64,
+    pub rx_bytes: AtomicU64,
+    /// Frames the switch sent to the port.
+    pub tx_packets: AtomicU64,
     /// Bytes of those frames.
-    pub to_guest_bytes: AtomicU64,
+    pub tx_bytes: AtomicU64,
+    /// Frames for this port dropped because it had no receive buffer posted.
+    pub drop_no_rx_buffer: AtomicU64,
     /// Frames dropped because the guest posted no receive buffer big enough.
     pub drop_rx_buffer_small: AtomicU64,
-    /// Frames dropped because their chain was shorter than a virtio-net header or
-    /// longer than the largest frame we accept.
+    /// Frames from the port shorter than an Ethernet header, longer than the largest
+    /// frame accepted, or with a multicast source address.
     pub drop_bad_frame: AtomicU64,
-    /// Bursts processed (non-empty pops of a TX ring).
+    /// Frames from the port whose source MAC is not one of the port's addresses.
+    pub drop_spoofed: AtomicU64,
+    /// Frames from the port on a VLAN the port does not carry.
+    pub drop_vlan: AtomicU64,
+    /// Frames the tap device refused (its kernel queue was full).
+    pub drop_tap_write: AtomicU64,
+    /// Bursts processed (non-empty pops of a transmit ring or reads of a tap).
     pub bursts: AtomicU64,
     /// Kicks received while the worker slept.
     pub kicks: AtomicU64,
@@ -29,17 +80,23 @@ pub struct PortStats {
     pub interrupts: AtomicU64,
     /// Rings stopped because the guest broke the virtqueue rules.
     pub ring_errors: AtomicU64,
+    /// Per queue pair.
+    pub queues: Box<[QueueStats]>,
 }
 
-/// A snapshot of [`PortStats`].
+/// A snapshot of [`PortStats`] without the queues.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct PortStatsSnapshot {
-    pub from_guest_packets: u64,
-    pub from_guest_bytes: u64,
-    pub to_guest_packets: u64,
-    pub to_guest_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub drop_no_rx_buffer: u64,
     pub drop_rx_buffer_small: u64,
     pub drop_bad_frame: u64,
+    pub drop_spoofed: u64,
+    pub drop_vlan: u64,
+    pub drop_tap_write: u64,
     pub bursts: u64,
     pub kicks: u64,
     pub interrupts: u64,
@@ -47,28 +104,158 @@ pub struct PortStatsSnapshot {
 }
 
 impl PortStats {
-    /// Adds `n` to a counter.
-    #[inline(always)]
-    pub fn add(c: &AtomicU64, n: u64) {
-        if n != 0 {
-            c.fetch_add(n, Ordering::Relaxed);
+    /// Counters for a port with `queue_pairs` queue pairs.
+    pub fn new(queue_pairs: usize) -> PortStats {
+        PortStats {
+            queues: (0..queue_pairs.max(1)).map(|_| QueueStats::default()).collect(),
+            ..Default::default()
         }
     }
 
-    /// Reads every counter.
+    /// Adds `n` to a counter.
+    #[inline(always)]
+    pub fn add(c: &AtomicU64, n: u64) {
+        add(c, n)
+    }
+
+    /// The counters of queue pair `q` (the last pair's for an out-of-range index).
+    #[inline(always)]
+    pub fn queue(&self, q: usize) -> &QueueStats {
+        &self.queues[q.min(self.queues.len() - 1)]
+    }
+
+    /// Reads every port counter.
     pub fn snapshot(&self) -> PortStatsSnapshot {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         PortStatsSnapshot {
-            from_guest_packets: g(&self.from_guest_packets),
-            from_guest_bytes: g(&self.from_guest_bytes),
-            to_guest_packets: g(&self.to_guest_packets),
-            to_guest_bytes: g(&self.to_guest_bytes),
-            drop_rx_buffer_small: g(&self.drop_rx_buffer_small),
-            drop_bad_frame: g(&self.drop_bad_frame),
-            bursts: g(&self.bursts),
-            kicks: g(&self.kicks),
-            interrupts: g(&self.interrupts),
-            ring_errors: g(&self.ring_errors),
+            rx_packets: get(&self.rx_packets),
+            rx_bytes: get(&self.rx_bytes),
+            tx_packets: get(&self.tx_packets),
+            tx_bytes: get(&self.tx_bytes),
+            drop_no_rx_buffer: get(&self.drop_no_rx_buffer),
+            drop_rx_buffer_small: get(&self.drop_rx_buffer_small),
+            drop_bad_frame: get(&self.drop_bad_frame),
+            drop_spoofed: get(&self.drop_spoofed),
+            drop_vlan: get(&self.drop_vlan),
+            drop_tap_write: get(&self.drop_tap_write),
+            bursts: get(&self.bursts),
+            kicks: get(&self.kicks),
+            interrupts: get(&self.interrupts),
+            ring_errors: get(&self.ring_errors),
+        }
+    }
+
+    /// Reads every queue's counters.
+    pub fn queue_snapshots(&self) -> Vec<QueueStatsSnapshot> {
+        self.queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| QueueStatsSnapshot {
+                queue: i as u16,
+                rx_packets: get(&q.rx_packets),
+                rx_bytes: get(&q.rx_bytes),
+                rx_bursts: get(&q.rx_bursts),
+                tx_packets: get(&q.tx_packets),
+                tx_bytes: get(&q.tx_bytes),
+            })
+            .collect()
+    }
+}
+
+/// Counters of one datapath worker.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// TSC cycles spent in polling rounds that moved frames.
+    pub busy_cycles: AtomicU64,
+    /// TSC cycles spent in polling rounds that found nothing (spinning before sleep).
+    pub idle_cycles: AtomicU64,
+    /// Frames the worker took in (from every port).
+    pub packets: AtomicU64,
+    /// Times the worker went to sleep on its eventfds.
+    pub sleeps: AtomicU64,
+    /// The worker thread's kernel thread id (for its CPU time in /proc).
+    pub tid: AtomicU64,
+}
+
+/// A snapshot of [`WorkerStats`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct WorkerStatsSnapshot {
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub packets: u64,
+    pub sleeps: u64,
+    /// busy_cycles / packets (0 when no packets).
+    pub busy_cycles_per_packet: f64,
+    /// CPU time (user + system) of the worker thread, from /proc.
+    pub cpu_seconds: f64,
+}
+
+impl WorkerStats {
+    /// Reads the counters and the thread's CPU time.
+    pub fn snapshot(&self) -> WorkerStatsSnapshot {
+        let (busy, packets) = (get(&self.busy_cycles), get(&self.packets));
+        WorkerStatsSnapshot {
+            busy_cycles: busy,
+            idle_cycles: get(&self.idle_cycles),
+            packets,
+            sleeps: get(&self.sleeps),
+            busy_cycles_per_packet: if packets == 0 { 0.0 } else { busy as f64 / packets as f64 },
+            cpu_seconds: thread_cpu_seconds(get(&self.tid)).unwrap_or(0.0),
+        }
+    }
+}
+
+/// utime + stime of a thread of this process, from /proc/self/task/TID/stat.
+pub fn thread_cpu_seconds(tid: u64) -> Option<f64> {
+    if tid == 0 {
+        return None;
+    }
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14, 15.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Counters of the MAC learning table.
+#[derive(Debug, Default)]
+pub struct FdbStats {
+    /// Entries now in the table.
+    pub entries: AtomicU64,
+    /// Addresses learned.
+    pub learned: AtomicU64,
+    /// Stations that moved to another port.
+    pub moves: AtomicU64,
+    /// Entries removed by aging.
+    pub aged: AtomicU64,
+    /// Addresses not learned because their port had reached its cap.
+    pub refused_port_cap: AtomicU64,
+    /// Addresses not learned because the table had reached its cap.
+    pub refused_global_cap: AtomicU64,
+}
+
+/// A snapshot of [`FdbStats`].
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct FdbStatsSnapshot {
+    pub entries: u64,
+    pub learned: u64,
+    pub moves: u64,
+    pub aged: u64,
+    pub refused_port_cap: u64,
+    pub refused_global_cap: u64,
+}
+
+impl FdbStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> FdbStatsSnapshot {
+        FdbStatsSnapshot {
+            entries: get(&self.entries),
+            learned: get(&self.learned),
+            moves: get(&self.moves),
+            aged: get(&self.aged),
+            refused_port_cap: get(&self.refused_port_cap),
+            refused_global_cap: get(&self.refused_global_cap),
         }
     }
 }

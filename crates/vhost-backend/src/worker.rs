@@ -21,7 +21,9 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::device::DiagMode;
-use crate::stats::PortStats;
+use crate::fdb::{Fdb, FdbConfig};
+use crate::policy::PortPolicy;
+use crate::stats::{FdbStats, PortStats, WorkerStats};
 
 /// Identifies a port inside a worker.
 pub type PortId = u32;
@@ -40,23 +42,51 @@ const POLL_WINDOW: Duration = Duration::from_micros(50);
 
 const WAKE_KEY: u64 = u64::MAX;
 
+/// What kind of port a [`NewPort`] is.
+pub enum PortKind {
+    /// A vhost-user device: its rings arrive later with [`Ctl::Start`].
+    Vhost,
+    /// One queue of a tap interface (non-blocking, IFF_VNET_HDR with 12-byte headers).
+    Tap(File),
+}
+
+/// A port joining a worker.
+pub struct NewPort {
+    /// Port id (unique in this worker).
+    pub id: PortId,
+    /// Name for logs.
+    pub name: String,
+    /// Vhost-user or tap.
+    pub kind: PortKind,
+    /// A diagnostic mode instead of switching (vhost-user only).
+    pub diag: Option<DiagMode>,
+    /// Frame size for [`DiagMode::Source`].
+    pub frame_size: usize,
+    /// The guest's MAC (destination of generated frames).
+    pub mac: Mac,
+    /// VLANs and address filters.
+    pub policy: PortPolicy,
+    /// Counters.
+    pub stats: Arc<PortStats>,
+}
+
+/// One learning-table entry as the control plane sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FdbRecord {
+    /// VLAN (0: the default, untagged VLAN).
+    pub vlan: u16,
+    /// Station address.
+    pub mac: Mac,
+    /// The port it was learned on.
+    pub port: PortId,
+    /// Seconds since its last frame.
+    pub age_secs: u32,
+}
+
 /// A message from the control plane.
 pub enum Ctl {
     /// A new port.
-    AddPort {
-        /// Port id (unique in this worker).
-        id: PortId,
-        /// Name for logs.
-        name: String,
-        /// What the port does with frames.
-        diag: DiagMode,
-        /// Frame size for [`DiagMode::Source`].
-        frame_size: usize,
-        /// The guest's MAC (destination of generated frames).
-        mac: Mac,
-        /// Counters.
-        stats: Arc<PortStats>,
-    },
+    AddPort(Box<NewPort>),
     /// Forget a port and drop its rings.
     RemovePort {
         /// Port id.
@@ -90,6 +120,25 @@ pub enum Ctl {
         /// Where to send the base.
         reply: Sender<Option<u32>>,
     },
+    /// Replace a port's policy.
+    SetPolicy {
+        /// Port id.
+        id: PortId,
+        /// The new policy.
+        policy: PortPolicy,
+    },
+    /// Read the learning table.
+    FdbDump {
+        /// Where to send it.
+        reply: Sender<Vec<FdbRecord>>,
+    },
+    /// Forget the learning table's entries of one port (None: all).
+    FdbFlush {
+        /// Port id.
+        port: Option<PortId>,
+    },
+    /// Change the learning table's limits.
+    SetFdbConfig(FdbConfig),
     /// Replace a running ring's call eventfd.
     SetCall {
         /// Port id.
@@ -110,18 +159,25 @@ pub struct Worker {
     pending: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    name: String,
+    stats: Arc<WorkerStats>,
+    fdb_stats: Arc<FdbStats>,
 }
 
 impl Worker {
-    /// Starts a worker thread.
-    pub fn spawn(name: &str) -> io::Result<Arc<Worker>> {
+    /// Starts a worker thread with a learning table of the given limits.
+    pub fn spawn(name: &str, fdb: FdbConfig) -> io::Result<Arc<Worker>> {
         let (tx, rx) = mpsc::channel();
         let wake = EventFd::new(EFD_NONBLOCK)?;
         let epoll = Epoll::new()?;
         epoll.ctl(ControlOperation::Add, wake.as_raw_fd(), EpollEvent::new(EventSet::IN, WAKE_KEY))?;
         let stop = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicUsize::new(0));
+        let stats = Arc::new(WorkerStats::default());
+        let fdb_stats = Arc::new(FdbStats::default());
         let rt = Runtime {
+            fdb: Fdb::new(fdb, fdb_stats.clone()),
+            stats: stats.clone(),
             ports: Vec::new(),
             epoll,
             wake: wake.try_clone()?,
@@ -131,7 +187,43 @@ impl Worker {
             futile: false,
         };
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
-        Ok(Arc::new(Worker { tx, wake, pending, stop, thread: Some(thread) }))
+        Ok(Arc::new(Worker {
+            tx,
+            wake,
+            pending,
+            stop,
+            thread: Some(thread),
+            name: name.to_string(),
+            stats,
+            fdb_stats,
+        }))
+    }
+
+    /// The thread's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The worker's counters.
+    pub fn stats(&self) -> &Arc<WorkerStats> {
+        &self.stats
+    }
+
+    /// The learning table's counters.
+    pub fn fdb_stats(&self) -> &Arc<FdbStats> {
+        &self.fdb_stats
+    }
+
+    /// The learning table's live entries (empty if the worker does not answer in 2 s).
+    pub fn fdb_dump(&self) -> Vec<FdbRecord> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Ctl::FdbDump { reply: tx });
+        rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
+    }
+
+    /// Forgets the entries learned on `port` (None: every entry).
+    pub fn fdb_flush(&self, port: Option<PortId>) {
+        self.send(Ctl::FdbFlush { port });
     }
 
     /// Sends a control message and wakes the worker if it sleeps.
@@ -217,6 +309,8 @@ struct Runtime {
     stop: Arc<AtomicBool>,
     /// The last sleep attempt found work ready, and nothing has moved since.
     futile: bool,
+    fdb: Fdb,
+    stats: Arc<WorkerStats>,
 }
 
 fn key(id: PortId, ring: u16) -> u64 {
@@ -225,6 +319,13 @@ fn key(id: PortId, ring: u16) -> u64 {
 
 impl Runtime {
     fn run(mut self) {
+        // "/proc/thread-self" links to "<pid>/task/<tid>".
+        if let Some(tid) = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name().and_then(|t| t.to_str()).and_then(|t| t.parse().ok()))
+        {
+            self.stats.tid.store(tid, Ordering::Relaxed);
+        }
         let mut events = vec![EpollEvent::default(); 64];
         let mut idle: u32 = 0;
         let mut idle_since = Instant::now();
@@ -317,12 +418,13 @@ impl Runtime {
 
     fn apply(&mut self, c: Ctl) {
         match c {
-            Ctl::AddPort { id, name, diag, frame_size, mac, stats } => {
+            Ctl::AddPort(np) => {
+                let NewPort { id, name, kind: _, diag, frame_size, mac, policy: _, stats } = *np;
                 let frame = source_frame(mac, frame_size);
                 self.ports.push(PortRt {
                     id,
                     name,
-                    diag,
+                    diag: diag.unwrap_or(DiagMode::Sink),
                     frame,
                     seq: 0,
                     stats,
@@ -396,6 +498,12 @@ impl Runtime {
                 }
                 let _ = reply.send(base);
             }
+            Ctl::SetPolicy { .. } => {}
+            Ctl::FdbDump { reply } => {
+                let _ = reply.send(Vec::new());
+            }
+            Ctl::FdbFlush { port: _ } => self.fdb.flush(None),
+            Ctl::SetFdbConfig(c) => self.fdb.set_config(c),
             Ctl::SetCall { id, ring, call } => {
                 if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
                     if let Some(Some(r)) = p.rings.get_mut(ring as usize) {
@@ -537,8 +645,8 @@ impl PortRt {
         }
         tx.q.publish_used();
         tx.notify(stats);
-        PortStats::add(&stats.from_guest_packets, n as u64);
-        PortStats::add(&stats.from_guest_bytes, bytes);
+        PortStats::add(&stats.rx_packets, n as u64);
+        PortStats::add(&stats.rx_bytes, bytes);
         PortStats::add(&stats.bursts, 1);
         n
     }
@@ -605,8 +713,8 @@ impl PortRt {
             rx.notify(stats);
         }
         self.seq = seq;
-        PortStats::add(&stats.to_guest_packets, sent as u64);
-        PortStats::add(&stats.to_guest_bytes, (sent * flen) as u64);
+        PortStats::add(&stats.tx_packets, sent as u64);
+        PortStats::add(&stats.tx_bytes, (sent * flen) as u64);
         sent
     }
 
@@ -728,10 +836,10 @@ impl PortRt {
             tx.q.publish_used();
             tx.notify(stats);
         }
-        PortStats::add(&stats.from_guest_packets, ti as u64);
-        PortStats::add(&stats.to_guest_packets, delivered);
-        PortStats::add(&stats.from_guest_bytes, bytes);
-        PortStats::add(&stats.to_guest_bytes, bytes);
+        PortStats::add(&stats.rx_packets, ti as u64);
+        PortStats::add(&stats.tx_packets, delivered);
+        PortStats::add(&stats.rx_bytes, bytes);
+        PortStats::add(&stats.tx_bytes, bytes);
         PortStats::add(&stats.drop_bad_frame, bad);
         PortStats::add(&stats.drop_rx_buffer_small, small);
         PortStats::add(&stats.bursts, 1);

@@ -27,7 +27,8 @@ fn reflect_port(tag: &str, queue_pairs: u16, id: u32, worker: &Arc<Worker>) -> (
         queue_pairs,
         mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
         mtu: 0,
-        diag: DiagMode::Reflect,
+        diag: Some(DiagMode::Reflect),
+        policy: Default::default(),
         diag_frame_size: 64,
     };
     (Port::start(spec, &sock, SocketMode::Server, id, worker.clone()).unwrap(), sock)
@@ -65,7 +66,7 @@ fn exchange(dev: &mut VirtioUser, n: u64, size: usize) {
 }
 
 fn run(tag: &str, layout: Layout, queue_pairs: u16, mrg_rxbuf: bool, rx_buf_len: u32, size: usize) {
-    let worker = Worker::spawn("test-dp").unwrap();
+    let worker = Worker::spawn("test-dp", Default::default()).unwrap();
     let (port, sock) = reflect_port(tag, queue_pairs, 1, &worker);
     let cfg = Config { layout, queue_pairs, mrg_rxbuf, rx_buf_len, tx_buf_len: 4096, ..Config::default() };
     let mut dev = VirtioUser::connect(&sock, &cfg).unwrap();
@@ -74,8 +75,8 @@ fn run(tag: &str, layout: Layout, queue_pairs: u16, mrg_rxbuf: bool, rx_buf_len:
     dev.shutdown().unwrap();
     let s = port.stats.snapshot();
     assert_eq!(s.ring_errors, 0);
-    assert_eq!(s.from_guest_packets, 300 * queue_pairs as u64);
-    assert_eq!(s.to_guest_packets, 300 * queue_pairs as u64);
+    assert_eq!(s.rx_packets, 300 * queue_pairs as u64);
+    assert_eq!(s.tx_packets, 300 * queue_pairs as u64);
 }
 
 #[test]
@@ -107,7 +108,7 @@ fn frames_spanning_merged_buffers_both_layouts() {
 
 #[test]
 fn frontend_reconnects_to_the_same_port() {
-    let worker = Worker::spawn("test-dp").unwrap();
+    let worker = Worker::spawn("test-dp", Default::default()).unwrap();
     let (port, sock) = reflect_port("recon", 1, 7, &worker);
     for round in 0..3 {
         let layout = if round % 2 == 0 { Layout::Split } else { Layout::Packed };
@@ -125,12 +126,12 @@ fn frontend_reconnects_to_the_same_port() {
         assert!(t.elapsed() < Duration::from_secs(5), "port still thinks a frontend is connected");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert_eq!(port.stats.snapshot().to_guest_packets, 300);
+    assert_eq!(port.stats.snapshot().tx_packets, 300);
 }
 
 #[test]
 fn two_ports_on_one_worker_are_independent() {
-    let worker = Worker::spawn("test-dp").unwrap();
+    let worker = Worker::spawn("test-dp", Default::default()).unwrap();
     let (_a, sa) = reflect_port("ind-a", 1, 1, &worker);
     let (_b, sb) = reflect_port("ind-b", 2, 2, &worker);
     let mut da = VirtioUser::connect(&sa, &Config::default()).unwrap();
@@ -151,7 +152,7 @@ fn two_ports_on_one_worker_are_independent() {
 fn dirty_log_marks_what_the_device_writes() {
     use std::io::{Read, Seek, SeekFrom, Write};
     for (i, layout) in [Layout::Split, Layout::Packed].into_iter().enumerate() {
-        let worker = Worker::spawn("test-dp").unwrap();
+        let worker = Worker::spawn("test-dp", Default::default()).unwrap();
         let (port, sock) = reflect_port(&format!("log{i}"), 1, 1, &worker);
         let mut dev = VirtioUser::connect(&sock, &Config { layout, ..Config::default() }).unwrap();
         exchange(&mut dev, 50, 64);
@@ -196,7 +197,7 @@ fn dirty_log_marks_what_the_device_writes() {
 /// connects again by itself.
 #[test]
 fn client_mode_reconnects_when_the_frontend_restarts() {
-    let worker = Worker::spawn("test-dp").unwrap();
+    let worker = Worker::spawn("test-dp", Default::default()).unwrap();
     let sock = socket("client");
     let listener = virtio_user::FrontendListener::bind(&sock).unwrap();
     let spec = PortSpec {
@@ -204,7 +205,8 @@ fn client_mode_reconnects_when_the_frontend_restarts() {
         queue_pairs: 1,
         mac: Mac([0x52, 0x54, 0, 0, 0, 9]),
         mtu: 0,
-        diag: DiagMode::Reflect,
+        diag: Some(DiagMode::Reflect),
+        policy: Default::default(),
         diag_frame_size: 64,
     };
     let port = Port::start(spec, &sock, SocketMode::Client, 3, worker.clone()).unwrap();
@@ -218,7 +220,7 @@ fn client_mode_reconnects_when_the_frontend_restarts() {
     let mut dev = listener.accept(&Config { layout: Layout::Packed, ..Config::default() }).unwrap();
     exchange(&mut dev, 100, 64);
     dev.shutdown().unwrap();
-    assert_eq!(port.stats.snapshot().to_guest_packets, 200);
+    assert_eq!(port.stats.snapshot().tx_packets, 200);
 }
 
 /// CPU seconds used so far by this process's thread named `name`.
@@ -241,7 +243,7 @@ fn thread_cpu_seconds(name: &str) -> f64 {
 /// then delivers everything.
 #[test]
 fn a_guest_that_stops_receiving_does_not_make_the_worker_spin() {
-    let worker = Worker::spawn("dp-stuck").unwrap();
+    let worker = Worker::spawn("dp-stuck", Default::default()).unwrap();
     let (port, sock) = reflect_port("stuck", 1, 1, &worker);
     let mut dev = VirtioUser::connect(&sock, &Config { queue_size: 64, ..Config::default() }).unwrap();
     let mut buf = vec![0u8; 64];
@@ -270,14 +272,14 @@ fn a_guest_that_stops_receiving_does_not_make_the_worker_spin() {
         }
     }
     dev.shutdown().unwrap();
-    assert_eq!(port.stats.snapshot().to_guest_packets, sent);
+    assert_eq!(port.stats.snapshot().tx_packets, sent);
 }
 
 /// With a frontend attached and nothing flowing, the worker sleeps on the kick
 /// eventfds instead of polling.
 #[test]
 fn an_idle_port_costs_no_cpu() {
-    let worker = Worker::spawn("dp-idle").unwrap();
+    let worker = Worker::spawn("dp-idle", Default::default()).unwrap();
     let (_port, sock) = reflect_port("idle", 2, 1, &worker);
     let mut dev = VirtioUser::connect(&sock, &Config { queue_pairs: 2, ..Config::default() }).unwrap();
     exchange(&mut dev, 10, 64);
@@ -296,7 +298,7 @@ fn an_idle_port_costs_no_cpu() {
 /// fit still come back, and the worker does not spin.
 #[test]
 fn frames_needing_more_buffers_than_a_burst_are_dropped_not_stuck() {
-    let worker = Worker::spawn("dp-tiny").unwrap();
+    let worker = Worker::spawn("dp-tiny", Default::default()).unwrap();
     let (port, sock) = reflect_port("tiny", 1, 1, &worker);
     let cfg = Config { rx_buf_len: 76, tx_buf_len: 4096, queue_size: 256, ..Config::default() };
     let mut dev = VirtioUser::connect(&sock, &cfg).unwrap();

@@ -139,7 +139,15 @@ impl PortConfig {
             );
         }
         Ok(Port {
-            spec: PortSpec { name: n.clone(), queue_pairs, mac, mtu, diag, diag_frame_size },
+            spec: PortSpec {
+                name: n.clone(),
+                queue_pairs,
+                mac,
+                mtu,
+                diag: Some(diag),
+                policy: Default::default(),
+                diag_frame_size,
+            },
             socket: self.socket.clone(),
             mode,
         })
@@ -200,7 +208,7 @@ mod tests {
         assert_eq!(p[0].mode, SocketMode::Client);
         assert_eq!(p[0].spec.queue_pairs, 4);
         assert_eq!(p[0].spec.mac.to_string(), "52:54:00:00:00:01");
-        assert_eq!(p[0].spec.diag, DiagMode::Source);
+        assert_eq!(p[0].spec.diag, Some(DiagMode::Source));
         assert_eq!(p[0].spec.diag_frame_size, 1518);
     }
 

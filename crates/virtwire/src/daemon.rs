@@ -18,7 +18,7 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
     };
     // Install the handler before any socket exists, so that no signal can leave one behind.
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("signal handlers")?;
-    let worker = Worker::spawn("virtwire-dp0").context("datapath worker")?;
+    let worker = Worker::spawn("virtwire-dp0", Default::default()).context("datapath worker")?;
     let mut running = Vec::new();
     for (i, p) in ports.into_iter().enumerate() {
         let name = p.spec.name.clone();
@@ -40,9 +40,9 @@ pub fn run(config_path: Option<&Path>) -> Result<()> {
         eprintln!(
             "virtwire: port {}: from guest {} packets in {} bursts, to guest {} packets, drops {} (small rx buffer) {} (bad frame), kicks {}, interrupts {}, ring errors {}",
             p.spec.name,
-            s.from_guest_packets,
+            s.rx_packets,
             s.bursts,
-            s.to_guest_packets,
+            s.tx_packets,
             s.drop_rx_buffer_small,
             s.drop_bad_frame,
             s.kicks,

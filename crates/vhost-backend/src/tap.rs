@@ -1,0 +1,72 @@
+//! Tap ports: a kernel network interface attached to the switch through /dev/net/tun.
+//!
+//! The interface is created with IFF_MULTI_QUEUE (one queue per worker that serves it)
+//! and IFF_VNET_HDR, so every frame crosses with the same 12-byte virtio-net header a
+//! guest uses. No offloads are enabled yet: the kernel hands complete frames with
+//! checksums filled in. The interface is not persistent: it goes away with the port.
+
+use std::io;
+use std::sync::Arc;
+
+use crate::policy::PortPolicy;
+use crate::stats::PortStats;
+use crate::sys;
+use crate::worker::{Ctl, NewPort, PortId, PortKind, Worker};
+
+/// A running tap port.
+pub struct TapPort {
+    /// Port name.
+    pub name: String,
+    /// Kernel interface name.
+    pub ifname: String,
+    /// Counters.
+    pub stats: Arc<PortStats>,
+    id: PortId,
+    worker: Arc<Worker>,
+    removed: bool,
+}
+
+impl TapPort {
+    /// Creates interface `ifname`, sets it up, and attaches it to `worker` as port `id`.
+    pub fn start(
+        name: &str,
+        ifname: &str,
+        policy: PortPolicy,
+        id: PortId,
+        worker: Arc<Worker>,
+    ) -> io::Result<TapPort> {
+        let f = sys::open_tap_queue(ifname).map_err(|e| io::Error::new(e.kind(), format!("tap {ifname}: {e}")))?;
+        sys::set_link_up(ifname).map_err(|e| io::Error::new(e.kind(), format!("tap {ifname}: {e}")))?;
+        let stats = Arc::new(PortStats::new(1));
+        worker.send(Ctl::AddPort(Box::new(NewPort {
+            id,
+            name: name.to_string(),
+            kind: PortKind::Tap(f),
+            diag: None,
+            frame_size: 64,
+            mac: netproto::ethernet::Mac::default(),
+            policy,
+            stats: stats.clone(),
+        })));
+        Ok(TapPort { name: name.to_string(), ifname: ifname.to_string(), stats, id, worker, removed: false })
+    }
+
+    /// Port id inside its worker.
+    pub fn id(&self) -> PortId {
+        self.id
+    }
+
+    /// Detaches the port; the interface disappears when the worker drops its queue.
+    pub fn shutdown(&mut self) {
+        if !self.removed {
+            self.removed = true;
+            self.worker.send(Ctl::RemovePort { id: self.id });
+        }
+    }
+}
+
+impl Drop for TapPort {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
