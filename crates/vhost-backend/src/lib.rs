@@ -11,7 +11,9 @@
 //! messages ([`worker::Ctl`]) that hand a ready ring to the worker or take it back.
 
 pub mod device;
+mod diag;
 pub mod fdb;
+mod forward;
 pub mod policy;
 pub mod server;
 pub mod stats;

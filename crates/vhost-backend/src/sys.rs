@@ -1,5 +1,6 @@
 //! The system calls of tap devices that std does not wrap: the TUN/TAP ioctls
-//! (linux/if_tun.h), interface flags (SIOCGIFFLAGS/SIOCSIFFLAGS) and O_NONBLOCK. Every
+//! (linux/if_tun.h), interface flags (SIOCGIFFLAGS/SIOCSIFFLAGS), O_NONBLOCK, and the
+//! time-stamp counter. Every
 //! `unsafe` block of this crate is here.
 
 use std::fs::File;
@@ -87,10 +88,33 @@ pub fn set_link_up(name: &str) -> io::Result<()> {
     let s = unsafe { OwnedFd::from_raw_fd(s) };
     let mut req = ifreq(name)?;
     // SAFETY: SIOCGIFFLAGS fills the flags of a valid struct ifreq.
-    check(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req as *mut IfReqFlags) }, "SIOCGIFFLAGS")?;
+    check(
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req as *mut IfReqFlags) },
+        "SIOCGIFFLAGS",
+    )?;
     req.flags |= libc::IFF_UP as i16;
     // SAFETY: SIOCSIFFLAGS reads a valid struct ifreq.
-    check(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req as *const IfReqFlags) }, "SIOCSIFFLAGS")
+    check(
+        unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCSIFFLAGS, &req as *const IfReqFlags) },
+        "SIOCSIFFLAGS",
+    )
+}
+
+/// The time-stamp counter (cycles at the invariant TSC rate).
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: RDTSC reads a counter; it touches no memory and is available on every
+    // x86-64 CPU.
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        use std::sync::OnceLock;
+        static T0: OnceLock<std::time::Instant> = OnceLock::new();
+        T0.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
+    }
 }
 
 #[cfg(test)]

@@ -35,7 +35,8 @@ impl TapPort {
         id: PortId,
         worker: Arc<Worker>,
     ) -> io::Result<TapPort> {
-        let f = sys::open_tap_queue(ifname).map_err(|e| io::Error::new(e.kind(), format!("tap {ifname}: {e}")))?;
+        let f = sys::open_tap_queue(ifname)
+            .map_err(|e| io::Error::new(e.kind(), format!("tap {ifname}: {e}")))?;
         sys::set_link_up(ifname).map_err(|e| io::Error::new(e.kind(), format!("tap {ifname}: {e}")))?;
         let stats = Arc::new(PortStats::new(1));
         worker.send(Ctl::AddPort(Box::new(NewPort {

@@ -15,15 +15,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use netproto::ethernet::Mac;
-use netproto::virtio_net::NetHdr;
-use virtq::{Burst, Chain, DeviceQueue, RingError};
+use virtq::{Burst, DeviceQueue, RingError};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::device::DiagMode;
-use crate::fdb::{Fdb, FdbConfig};
+use crate::fdb::{Fdb, FdbConfig, Slot};
 use crate::policy::PortPolicy;
 use crate::stats::{FdbStats, PortStats, WorkerStats};
+use crate::sys;
 
 /// Identifies a port inside a worker.
 pub type PortId = u32;
@@ -31,8 +31,11 @@ pub type PortId = u32;
 /// Chains per burst.
 pub const BURST: usize = 32;
 
+/// Rounds between reads of a tap queue that has been quiet.
+const TAP_IDLE_POLL: u32 = 16;
+
 /// How many chains ahead of the copy loop buffers are prefetched.
-const PREFETCH_AHEAD: usize = 4;
+pub(crate) const PREFETCH_AHEAD: usize = 4;
 
 /// Largest frame (without the virtio-net header) a port accepts from a guest.
 pub const MAX_FRAME: usize = 65535 + 14 + 4;
@@ -185,6 +188,10 @@ impl Worker {
             pending: pending.clone(),
             stop: stop.clone(),
             futile: false,
+            clock: Instant::now(),
+            now: 0,
+            last_aging: 0,
+            opened: Vec::with_capacity(256),
         };
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
         Ok(Arc::new(Worker {
@@ -255,18 +262,28 @@ impl Drop for Worker {
     }
 }
 
-struct Ring {
-    q: DeviceQueue,
+/// A running ring.
+pub(crate) struct Ring {
+    pub(crate) q: DeviceQueue,
     kick: Option<File>,
     call: Option<File>,
     err: Option<File>,
-    burst: Burst,
-    broken: bool,
+    pub(crate) burst: Burst,
+    pub(crate) broken: bool,
+    /// As an output (a receive ring being filled by the switch): popped this round.
+    pub(crate) open: bool,
+    /// Chains popped into `burst` while open.
+    pub(crate) n: usize,
+    /// Chains used so far while open.
+    pub(crate) i: usize,
+    /// Frames and bytes written while open.
+    pub(crate) pkts: u64,
+    pub(crate) bytes: u64,
 }
 
 impl Ring {
     #[inline]
-    fn notify(&mut self, stats: &PortStats) {
+    pub(crate) fn notify(&mut self, stats: &PortStats) {
         if self.q.needs_notify() {
             if let Some(c) = &self.call {
                 let _ = (&*c).write(&1u64.to_ne_bytes());
@@ -276,7 +293,7 @@ impl Ring {
     }
 
     #[cold]
-    fn fail(&mut self, port: &str, ring: usize, e: RingError, stats: &PortStats) {
+    pub(crate) fn fail(&mut self, port: &str, ring: usize, e: RingError, stats: &PortStats) {
         self.broken = true;
         PortStats::add(&stats.ring_errors, 1);
         eprintln!(
@@ -288,20 +305,97 @@ impl Ring {
     }
 }
 
-struct PortRt {
-    id: PortId,
-    name: String,
-    diag: DiagMode,
-    frame: Vec<u8>,
-    seq: u64,
-    stats: Arc<PortStats>,
-    rings: Vec<Option<Ring>>,
-    hdr_len: usize,
-    mrg: bool,
+/// A vhost-user port's rings.
+pub(crate) struct Vhost {
+    pub(crate) rings: Vec<Option<Ring>>,
+    /// virtio-net header length.
+    pub(crate) hdr_len: usize,
+    /// VIRTIO_NET_F_MRG_RXBUF negotiated.
+    pub(crate) mrg: bool,
+    /// Queue pairs whose receive ring runs (where the switch may deliver).
+    pub(crate) rx_live: Vec<u16>,
 }
 
-struct Runtime {
-    ports: Vec<PortRt>,
+impl Vhost {
+    pub(crate) fn refresh_live(&mut self) {
+        self.rx_live.clear();
+        for (i, r) in self.rings.iter().enumerate().step_by(2) {
+            if r.as_ref().is_some_and(|r| !r.broken) {
+                self.rx_live.push((i / 2) as u16);
+            }
+        }
+    }
+}
+
+/// A tap queue.
+pub(crate) struct Tap {
+    pub(crate) f: File,
+    /// Receive buffers for one burst of reads (header + frame each).
+    pub(crate) bufs: Vec<Box<[u8]>>,
+    pub(crate) lens: [usize; BURST],
+    /// Where a frame for the tap is assembled.
+    pub(crate) out: Box<[u8]>,
+    /// Rounds since the last read that returned frames.
+    pub(crate) quiet: u32,
+}
+
+/// Header + largest frame, the size of a tap buffer.
+pub(crate) const TAP_BUF: usize = netproto::virtio_net::HDR_LEN + MAX_FRAME;
+
+pub(crate) enum Io {
+    Vhost(Vhost),
+    Tap(Box<Tap>),
+}
+
+pub(crate) struct PortRt {
+    pub(crate) id: PortId,
+    pub(crate) name: String,
+    pub(crate) diag: Option<DiagMode>,
+    pub(crate) policy: PortPolicy,
+    pub(crate) stats: Arc<PortStats>,
+    pub(crate) io: Io,
+    /// diag = source: the frame template and sequence number.
+    pub(crate) frame: Vec<u8>,
+    pub(crate) seq: u64,
+}
+
+impl PortRt {
+    /// True when the port has work it can do now without being woken.
+    fn can_progress(&self) -> bool {
+        let Io::Vhost(v) = &self.io else { return false };
+        let live = |i: usize| v.rings.get(i).and_then(|r| r.as_ref()).filter(|r| !r.broken);
+        let has = |i: usize| live(i).is_some_and(|r| r.q.has_avail());
+        (0..v.rings.len().div_ceil(2)).any(|pair| {
+            let (rx, tx) = (2 * pair, 2 * pair + 1);
+            match self.diag {
+                Some(DiagMode::Reflect) => has(tx) && has(rx),
+                Some(DiagMode::Sink) | None => has(tx),
+                Some(DiagMode::Source) => has(rx),
+            }
+        })
+    }
+}
+
+/// The switch's per-frame decision (see `forward`).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Dec {
+    /// Destination slot, or one of FLOOD, FLOOD_UNKNOWN, DROP.
+    pub(crate) dest: u16,
+    pub(crate) vlan: u16,
+    /// The frame's 802.1Q TCI when tagged (its priority bits are kept).
+    pub(crate) tci: u16,
+    /// 4 when the frame arrived tagged.
+    pub(crate) tag_in: u8,
+    /// Frame length (without the virtio-net header).
+    pub(crate) flen: u32,
+    /// Flow hash for choosing a receive queue.
+    pub(crate) hash: u32,
+    /// Destination MAC (for the unicast filter).
+    pub(crate) dst: Mac,
+}
+
+pub(crate) struct Runtime {
+    pub(crate) ports: Vec<Option<PortRt>>,
     epoll: Epoll,
     wake: EventFd,
     rx: Receiver<Ctl>,
@@ -309,15 +403,31 @@ struct Runtime {
     stop: Arc<AtomicBool>,
     /// The last sleep attempt found work ready, and nothing has moved since.
     futile: bool,
-    fdb: Fdb,
+    pub(crate) fdb: Fdb,
     stats: Arc<WorkerStats>,
+    clock: Instant,
+    /// Seconds since the worker started (the learning table's clock).
+    pub(crate) now: u32,
+    last_aging: u32,
+    /// Receive rings (slot, ring index) opened as outputs in the current burst.
+    pub(crate) opened: Vec<(u16, u16)>,
 }
 
 fn key(id: PortId, ring: u16) -> u64 {
     (id as u64) << 16 | ring as u64
 }
 
+const TAP_RING: u16 = u16::MAX;
+
 impl Runtime {
+    fn slot_of(&self, id: PortId) -> Option<usize> {
+        self.ports.iter().position(|p| p.as_ref().is_some_and(|p| p.id == id))
+    }
+
+    fn port_mut(&mut self, id: PortId) -> Option<&mut PortRt> {
+        self.ports.iter_mut().flatten().find(|p| p.id == id)
+    }
+
     fn run(mut self) {
         // "/proc/thread-self" links to "<pid>/task/<tid>".
         if let Some(tid) = std::fs::read_link("/proc/thread-self")
@@ -329,6 +439,7 @@ impl Runtime {
         let mut events = vec![EpollEvent::default(); 64];
         let mut idle: u32 = 0;
         let mut idle_since = Instant::now();
+        let (mut busy_c, mut idle_c, mut pkts) = (0u64, 0u64, 0u64);
         while !self.stop.load(Ordering::Relaxed) {
             while self.pending.load(Ordering::Relaxed) != 0 {
                 match self.rx.try_recv() {
@@ -340,35 +451,80 @@ impl Runtime {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
-            let mut work = 0;
-            for p in self.ports.iter_mut() {
-                work += p.poll();
-            }
+            let t0 = sys::rdtsc();
+            let work = self.poll_round();
+            let dt = sys::rdtsc().wrapping_sub(t0);
             if work > 0 {
+                busy_c += dt;
+                pkts += work as u64;
                 idle = 0;
                 self.futile = false;
+                // Counters only this thread writes: plain stores, no locked adds.
+                self.stats.busy_cycles.store(busy_c, Ordering::Relaxed);
+                self.stats.packets.store(pkts, Ordering::Relaxed);
                 continue;
             }
+            idle_c += dt;
             // Read the clock only once per 64 empty rounds.
             idle += 1;
             if idle == 1 {
                 idle_since = Instant::now();
             }
-            if !idle.is_multiple_of(64) || idle_since.elapsed() < POLL_WINDOW {
+            if !idle.is_multiple_of(64) {
                 std::hint::spin_loop();
                 continue;
             }
+            self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
+            self.tick();
+            if idle_since.elapsed() < POLL_WINDOW {
+                continue;
+            }
             self.sleep(&mut events);
+            PortStats::add(&self.stats.sleeps, 1);
+            self.tick();
             idle = 0;
         }
     }
 
+    /// Advances the learning table's clock; ages it once a second.
+    fn tick(&mut self) {
+        self.now = self.clock.elapsed().as_secs() as u32;
+        if self.now != self.last_aging {
+            self.last_aging = self.now;
+            self.fdb.age(self.now);
+        }
+    }
+
+    /// One round over every port; returns frames taken in.
+    fn poll_round(&mut self) -> usize {
+        let mut work = 0;
+        for s in 0..self.ports.len() {
+            let Some(p) = self.ports[s].as_mut() else { continue };
+            work += match (&mut p.io, p.diag) {
+                (Io::Vhost(_), Some(_)) => p.poll_diag(),
+                (Io::Vhost(_), None) => self.forward_vhost(s),
+                (Io::Tap(t), _) => {
+                    // A read is a system call: a quiet tap is read every TAP_IDLE_POLL
+                    // rounds (and whenever epoll wakes us for it).
+                    t.quiet = t.quiet.saturating_add(1);
+                    if t.quiet > 1 && !t.quiet.is_multiple_of(TAP_IDLE_POLL) {
+                        0
+                    } else {
+                        self.forward_tap(s)
+                    }
+                }
+            };
+        }
+        work
+    }
+
     /// Enables kicks on every ring (re-checking each ring after enabling, the race of
-    /// virtio 1.x 2.7.10), then sleeps until a kick or a control message.
+    /// virtio 1.x 2.7.10), then sleeps until a kick, a tap frame or a control message.
     fn sleep(&mut self, events: &mut [EpollEvent]) {
         let mut pollable_only = false;
-        for p in self.ports.iter_mut() {
-            for r in p.rings.iter_mut().flatten() {
+        for p in self.ports.iter_mut().flatten() {
+            let Io::Vhost(v) = &mut p.io else { continue };
+            for r in v.rings.iter_mut().flatten() {
                 if r.broken {
                     continue;
                 }
@@ -381,15 +537,16 @@ impl Runtime {
         // Re-check after enabling (each enable ends with a full barrier): sleep unless a
         // port can move a frame now. Frames waiting for receive buffers that the guest
         // has not posted are no reason to spin: its refill kicks us.
-        let pending = self.ports.iter().any(|p| p.can_progress());
+        let pending = self.ports.iter().flatten().any(|p| p.can_progress());
         // Work that looks ready twice in a row without anything moving in between (a
         // guest whose buffers can never hold its frames, say) gets a 1 ms nap, not a
         // spinning core.
         let futile = pending && self.futile;
         self.futile = pending;
         if !pending || futile {
-            // A ring without a kick fd can only be polled: nap briefly instead.
-            let timeout = if pollable_only || futile { 1 } else { -1 };
+            // A ring without a kick fd can only be polled: nap briefly instead. Taps
+            // wait at most a second so that the learning table still ages.
+            let timeout = if pollable_only || futile { 1 } else { 1000 };
             let n = self.epoll.wait(timeout, events).unwrap_or(0);
             for ev in &events[..n] {
                 let k = ev.data();
@@ -397,70 +554,107 @@ impl Runtime {
                     let _ = self.wake.read();
                     continue;
                 }
-                let (id, ring) = ((k >> 16) as PortId, (k & 0xffff) as usize);
-                if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
-                    if let Some(Some(r)) = p.rings.get_mut(ring) {
-                        if let Some(f) = &r.kick {
-                            let mut b = [0u8; 8];
-                            let _ = (&*f).read(&mut b);
+                let (id, ring) = ((k >> 16) as PortId, (k & 0xffff) as u16);
+                if let Some(p) = self.port_mut(id) {
+                    match &mut p.io {
+                        Io::Tap(t) => t.quiet = 0,
+                        Io::Vhost(v) => {
+                            if let Some(Some(r)) = v.rings.get_mut(ring as usize) {
+                                if let Some(f) = &r.kick {
+                                    let mut b = [0u8; 8];
+                                    let _ = (&*f).read(&mut b);
+                                }
+                                PortStats::add(&p.stats.kicks, 1);
+                            }
                         }
-                        PortStats::add(&p.stats.kicks, 1);
                     }
                 }
             }
         }
-        for p in self.ports.iter_mut() {
-            for r in p.rings.iter_mut().flatten() {
+        for p in self.ports.iter_mut().flatten() {
+            let Io::Vhost(v) = &mut p.io else { continue };
+            for r in v.rings.iter_mut().flatten() {
                 r.q.disable_kicks();
             }
         }
     }
 
+    fn unwatch(&self, f: &File) {
+        let _ = self.epoll.ctl(ControlOperation::Delete, f.as_raw_fd(), EpollEvent::default());
+    }
+
     fn apply(&mut self, c: Ctl) {
         match c {
             Ctl::AddPort(np) => {
-                let NewPort { id, name, kind: _, diag, frame_size, mac, policy: _, stats } = *np;
-                let frame = source_frame(mac, frame_size);
-                self.ports.push(PortRt {
+                let NewPort { id, name, kind, diag, frame_size, mac, policy, stats } = *np;
+                let io = match kind {
+                    PortKind::Vhost => {
+                        Io::Vhost(Vhost { rings: Vec::new(), hdr_len: 12, mrg: false, rx_live: Vec::new() })
+                    }
+                    PortKind::Tap(f) => {
+                        if let Err(e) = self.epoll.ctl(
+                            ControlOperation::Add,
+                            f.as_raw_fd(),
+                            EpollEvent::new(EventSet::IN, key(id, TAP_RING)),
+                        ) {
+                            eprintln!("virtwire: port {name}: cannot watch the tap: {e}");
+                        }
+                        Io::Tap(Box::new(Tap {
+                            f,
+                            bufs: (0..BURST).map(|_| vec![0u8; TAP_BUF].into_boxed_slice()).collect(),
+                            lens: [0; BURST],
+                            out: vec![0u8; TAP_BUF].into_boxed_slice(),
+                            quiet: 0,
+                        }))
+                    }
+                };
+                let port = PortRt {
                     id,
                     name,
-                    diag: diag.unwrap_or(DiagMode::Sink),
-                    frame,
-                    seq: 0,
+                    diag,
+                    policy,
                     stats,
-                    rings: Vec::new(),
-                    hdr_len: 12,
-                    mrg: false,
-                });
+                    io,
+                    frame: crate::diag::source_frame(mac, frame_size),
+                    seq: 0,
+                };
+                match self.ports.iter().position(|p| p.is_none()) {
+                    Some(s) => self.ports[s] = Some(port),
+                    None if self.ports.len() < Slot::MAX as usize - 3 => self.ports.push(Some(port)),
+                    None => eprintln!("virtwire: port {}: too many ports on one worker", port.name),
+                }
             }
             Ctl::RemovePort { id } => {
-                if let Some(i) = self.ports.iter().position(|p| p.id == id) {
-                    let p = self.ports.remove(i);
-                    for r in p.rings.iter().flatten() {
-                        if let Some(k) = &r.kick {
-                            let _ = self.epoll.ctl(
-                                ControlOperation::Delete,
-                                k.as_raw_fd(),
-                                EpollEvent::default(),
-                            );
+                if let Some(s) = self.slot_of(id) {
+                    let p = self.ports[s].take().expect("slot_of found it");
+                    match &p.io {
+                        Io::Vhost(v) => {
+                            for r in v.rings.iter().flatten() {
+                                if let Some(k) = &r.kick {
+                                    self.unwatch(k);
+                                }
+                            }
                         }
+                        Io::Tap(t) => self.unwatch(&t.f),
                     }
+                    self.fdb.flush(Some(s as Slot));
                 }
             }
             Ctl::Start { id, ring, mut queue, kick, call, err, hdr_len, mrg_rxbuf } => {
-                let Some(p) = self.ports.iter_mut().find(|p| p.id == id) else { return };
+                let epoll = &self.epoll;
+                let Some(p) = self.ports.iter_mut().flatten().find(|p| p.id == id) else { return };
+                let Io::Vhost(v) = &mut p.io else { return };
                 let i = ring as usize;
-                if p.rings.len() <= i {
-                    p.rings.resize_with(i + 1, || None);
+                if v.rings.len() <= i {
+                    v.rings.resize_with(i + 1, || None);
                 }
-                if let Some(old) = p.rings[i].take() {
+                if let Some(old) = v.rings[i].take() {
                     if let Some(k) = &old.kick {
-                        let _ =
-                            self.epoll.ctl(ControlOperation::Delete, k.as_raw_fd(), EpollEvent::default());
+                        let _ = epoll.ctl(ControlOperation::Delete, k.as_raw_fd(), EpollEvent::default());
                     }
                 }
                 if let Some(k) = &kick {
-                    if let Err(e) = self.epoll.ctl(
+                    if let Err(e) = epoll.ctl(
                         ControlOperation::Add,
                         k.as_raw_fd(),
                         EpollEvent::new(EventSet::IN, key(id, ring)),
@@ -469,380 +663,85 @@ impl Runtime {
                     }
                 }
                 queue.disable_kicks();
-                p.hdr_len = hdr_len;
-                p.mrg = mrg_rxbuf;
-                p.rings[i] = Some(Ring {
+                v.hdr_len = hdr_len;
+                v.mrg = mrg_rxbuf;
+                v.rings[i] = Some(Ring {
                     q: queue,
                     kick,
                     call,
                     err,
                     burst: Burst::with_capacity(BURST),
                     broken: false,
+                    open: false,
+                    n: 0,
+                    i: 0,
+                    pkts: 0,
+                    bytes: 0,
                 });
+                v.refresh_live();
             }
             Ctl::Stop { id, ring, reply } => {
                 let mut base = None;
-                if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
-                    if let Some(slot) = p.rings.get_mut(ring as usize) {
-                        if let Some(r) = slot.take() {
-                            if let Some(k) = &r.kick {
-                                let _ = self.epoll.ctl(
-                                    ControlOperation::Delete,
-                                    k.as_raw_fd(),
-                                    EpollEvent::default(),
-                                );
+                let epoll = &self.epoll;
+                if let Some(p) = self.ports.iter_mut().flatten().find(|p| p.id == id) {
+                    if let Io::Vhost(v) = &mut p.io {
+                        if let Some(slot) = v.rings.get_mut(ring as usize) {
+                            if let Some(r) = slot.take() {
+                                if let Some(k) = &r.kick {
+                                    let _ = epoll.ctl(
+                                        ControlOperation::Delete,
+                                        k.as_raw_fd(),
+                                        EpollEvent::default(),
+                                    );
+                                }
+                                base = Some(r.q.base());
                             }
-                            base = Some(r.q.base());
                         }
+                        v.refresh_live();
                     }
                 }
                 let _ = reply.send(base);
             }
-            Ctl::SetPolicy { .. } => {}
-            Ctl::FdbDump { reply } => {
-                let _ = reply.send(Vec::new());
-            }
-            Ctl::FdbFlush { port: _ } => self.fdb.flush(None),
-            Ctl::SetFdbConfig(c) => self.fdb.set_config(c),
             Ctl::SetCall { id, ring, call } => {
-                if let Some(p) = self.ports.iter_mut().find(|p| p.id == id) {
-                    if let Some(Some(r)) = p.rings.get_mut(ring as usize) {
-                        r.call = call;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Room for the largest virtio-net header in front of a frame template.
-const HDR_MAX: usize = netproto::virtio_net::HDR_LEN;
-
-/// A generated frame behind a virtio-net header for one receive buffer (num_buffers =
-/// 1): to the guest's MAC from 02:00:00:00:00:01, EtherType 0x88b5 (IEEE local
-/// experimental), an 8-byte sequence number, then a byte pattern.
-fn source_frame(mac: Mac, size: usize) -> Vec<u8> {
-    let size = size.clamp(60, MAX_FRAME);
-    let mut t = vec![0u8; HDR_MAX + size];
-    t[..HDR_MAX].copy_from_slice(&NetHdr::plain(1).to_bytes());
-    let f = &mut t[HDR_MAX..];
-    f[..6].copy_from_slice(&mac.0);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-    for (i, b) in f.iter_mut().enumerate().skip(22) {
-        *b = i as u8;
-    }
-    t
-}
-
-/// Picks receive chains `from..` of `rx` for a frame of `need` bytes (header
-/// included): one chain, or with MRG_RXBUF as many as it takes. Returns how many, or
-/// `None` when there are not enough (backpressure) and `Some(0)` when a single chain
-/// can never hold it (without MRG_RXBUF).
-#[inline]
-fn pick_rx(rx: &Burst, from: usize, need: usize, mrg: bool) -> Option<usize> {
-    let mut cap = 0usize;
-    let mut k = 0;
-    while cap < need {
-        if from + k >= rx.len() {
-            return None;
-        }
-        cap += rx.chain(from + k).write_len() as usize;
-        k += 1;
-        if !mrg && cap < need {
-            return Some(0);
-        }
-    }
-    Some(k)
-}
-
-/// Writes one frame into rx chains `first..first + k`: the header (num_buffers = k when
-/// merging, 1 otherwise, as virtio 1.x 5.1.6.4 requires) then the frame bytes from
-/// `fill`, which copies `n` frame bytes starting at frame offset `src_off` into the
-/// given chain at `dst_off` and returns bytes copied.
-#[inline]
-fn deliver(
-    rx: &mut Ring,
-    first: usize,
-    k: usize,
-    hdr_len: usize,
-    flen: usize,
-    mut fill: impl FnMut(&Chain<'_>, usize, usize, usize) -> usize,
-) {
-    let hdr = NetHdr::plain(k as u16).to_bytes();
-    let mut copied = 0;
-    for j in 0..k {
-        let d = rx.burst.chain(first + j);
-        let mut off = 0;
-        if j == 0 {
-            off = d.write_at(0, &hdr[..hdr_len]);
-        }
-        let n = fill(&d, off, copied, flen - copied);
-        copied += n;
-        rx.q.add_used(d.token(), (off + n) as u32);
-    }
-}
-
-/// The receive and transmit rings of queue pair `pair`, when running and healthy.
-fn pair_of(rings: &mut [Option<Ring>], pair: usize) -> (Option<&mut Ring>, Option<&mut Ring>) {
-    let mid = (2 * pair + 1).min(rings.len());
-    let (a, b) = rings.split_at_mut(mid);
-    let rx = a.get_mut(2 * pair).and_then(|r| r.as_mut()).filter(|r| !r.broken);
-    let tx = b.first_mut().and_then(|r| r.as_mut()).filter(|r| !r.broken);
-    (rx, tx)
-}
-
-impl PortRt {
-    /// True when some queue pair of the port has work it can do now.
-    fn can_progress(&self) -> bool {
-        let live = |i: usize| self.rings.get(i).and_then(|r| r.as_ref()).filter(|r| !r.broken);
-        let has = |i: usize| live(i).is_some_and(|r| r.q.has_avail());
-        (0..self.rings.len().div_ceil(2)).any(|pair| {
-            let (rx, tx) = (2 * pair, 2 * pair + 1);
-            match self.diag {
-                DiagMode::Reflect => has(tx) && has(rx),
-                DiagMode::Sink => has(tx),
-                DiagMode::Source => has(rx),
-            }
-        })
-    }
-
-    /// One round over the port's rings; returns frames moved.
-    fn poll(&mut self) -> usize {
-        let pairs = self.rings.len().div_ceil(2);
-        let mut work = 0;
-        for pair in 0..pairs {
-            work += match self.diag {
-                DiagMode::Reflect => self.reflect(pair),
-                DiagMode::Sink => self.sink(pair),
-                DiagMode::Source => self.source(pair),
-            };
-        }
-        work
-    }
-
-    fn sink(&mut self, pair: usize) -> usize {
-        let (name, stats) = (&self.name, &*self.stats);
-        let Some(tx) = self.rings.get_mut(2 * pair + 1).and_then(|r| r.as_mut()) else { return 0 };
-        if tx.broken {
-            return 0;
-        }
-        let n = match tx.q.pop(&mut tx.burst, BURST) {
-            Ok(n) => n,
-            Err(e) => {
-                tx.fail(name, 2 * pair + 1, e, stats);
-                return 0;
-            }
-        };
-        if n == 0 {
-            return 0;
-        }
-        let mut bytes = 0u64;
-        for i in 0..n {
-            let c = tx.burst.chain(i);
-            bytes += (c.read_len() as u64).saturating_sub(self.hdr_len as u64);
-            tx.q.add_used(c.token(), 0);
-        }
-        tx.q.publish_used();
-        tx.notify(stats);
-        PortStats::add(&stats.rx_packets, n as u64);
-        PortStats::add(&stats.rx_bytes, bytes);
-        PortStats::add(&stats.bursts, 1);
-        n
-    }
-
-    fn source(&mut self, pair: usize) -> usize {
-        let (hdr_len, mrg) = (self.hdr_len, self.mrg);
-        let (name, stats) = (&self.name, &*self.stats);
-        // `frame` is a template: a 12-byte header (num_buffers = 1) then the frame, so
-        // that the common case (one receive buffer) is one copy.
-        let template = &mut self.frame;
-        let mut seq = self.seq;
-        let Some(rx) = self.rings.get_mut(2 * pair).and_then(|r| r.as_mut()) else { return 0 };
-        if rx.broken {
-            return 0;
-        }
-        let n = match rx.q.pop(&mut rx.burst, BURST) {
-            Ok(n) => n,
-            Err(e) => {
-                rx.fail(name, 2 * pair, e, stats);
-                return 0;
-            }
-        };
-        for i in 0..PREFETCH_AHEAD.min(n) {
-            rx.burst.chain(i).prefetch(2);
-        }
-        let mut ri = 0;
-        let mut sent = 0;
-        let flen = template.len() - HDR_MAX;
-        while ri < n {
-            if ri + PREFETCH_AHEAD < n {
-                rx.burst.chain(ri + PREFETCH_AHEAD).prefetch(2);
-            }
-            match pick_rx(&rx.burst, ri, hdr_len + flen, mrg) {
-                None => break,
-                Some(0) => {
-                    // This buffer can never hold the frame: hand it back empty.
-                    PortStats::add(&stats.drop_rx_buffer_small, 1);
-                    let t = rx.burst.chain(ri).token();
-                    rx.q.add_used(t, 0);
-                    ri += 1;
-                }
-                Some(k) => {
-                    // The sequence number lives at frame bytes 14..22.
-                    template[HDR_MAX + 14..HDR_MAX + 22].copy_from_slice(&seq.to_be_bytes());
-                    if k == 1 {
-                        let d = rx.burst.chain(ri);
-                        let w = d.write_at(0, &template[HDR_MAX - hdr_len..]);
-                        rx.q.add_used(d.token(), w as u32);
-                    } else {
-                        let frame = &template[HDR_MAX..];
-                        deliver(rx, ri, k, hdr_len, flen, |d, off, src_off, len| {
-                            d.write_at(off, &frame[src_off..src_off + len])
-                        });
-                    }
-                    seq += 1;
-                    ri += k;
-                    sent += 1;
-                }
-            }
-        }
-        rx.q.rewind(&rx.burst, ri);
-        if ri > 0 {
-            rx.q.publish_used();
-            rx.notify(stats);
-        }
-        self.seq = seq;
-        PortStats::add(&stats.tx_packets, sent as u64);
-        PortStats::add(&stats.tx_bytes, (sent * flen) as u64);
-        sent
-    }
-
-    fn reflect(&mut self, pair: usize) -> usize {
-        let (hdr_len, mrg) = (self.hdr_len, self.mrg);
-        let (name, stats) = (&self.name, &*self.stats);
-        let (Some(rx), Some(tx)) = pair_of(&mut self.rings, pair) else { return 0 };
-        if !tx.q.has_avail() {
-            return 0;
-        }
-        // Both rings' first lines are needed now: load them in parallel.
-        rx.q.prefetch_next();
-        tx.q.prefetch_next();
-        let ntx = match tx.q.pop(&mut tx.burst, BURST) {
-            Ok(n) => n,
-            Err(e) => {
-                tx.fail(name, 2 * pair + 1, e, stats);
-                return 0;
-            }
-        };
-        if ntx == 0 {
-            return 0;
-        }
-        // One receive chain per frame is the common case (a frame that needs more, with
-        // mergeable buffers, waits for the next round); popping more would only be
-        // validated and rewound.
-        let mut want = ntx;
-        let mut nrx = match rx.q.pop(&mut rx.burst, want) {
-            Ok(n) => n,
-            Err(e) => {
-                rx.fail(name, 2 * pair, e, stats);
-                tx.q.rewind(&tx.burst, 0);
-                return 0;
-            }
-        };
-        // Prefetch a few frames ahead of the copy loop (software pipelining): enough to
-        // overlap the cache misses on both guests' buffers, few enough not to flood
-        // the CPU's miss queue.
-        for i in 0..PREFETCH_AHEAD.min(ntx) {
-            tx.burst.chain(i).prefetch(2);
-        }
-        for i in 0..PREFETCH_AHEAD.min(nrx) {
-            rx.burst.chain(i).prefetch(2);
-        }
-        let (mut ri, mut ti) = (0usize, 0usize);
-        let (mut delivered, mut bytes, mut bad, mut small) = (0u64, 0u64, 0u64, 0u64);
-        while ti < ntx {
-            let c = tx.burst.chain(ti);
-            if ti + PREFETCH_AHEAD < ntx {
-                tx.burst.chain(ti + PREFETCH_AHEAD).prefetch(2);
-            }
-            if ri + PREFETCH_AHEAD < nrx {
-                rx.burst.chain(ri + PREFETCH_AHEAD).prefetch(2);
-            }
-            let total = c.read_len() as usize;
-            if total < hdr_len + 14 || total - hdr_len > MAX_FRAME {
-                bad += 1;
-                tx.q.add_used(c.token(), 0);
-                ti += 1;
-                continue;
-            }
-            let flen = total - hdr_len;
-            let k = match pick_rx(&rx.burst, ri, hdr_len + flen, mrg) {
-                // Not enough receive chains in this burst for the first frame: pop a
-                // full burst if we asked for fewer, else the frame needs more merged
-                // buffers than a burst holds and is dropped, so the ring always moves.
-                None if ri == 0 && nrx == want && want < BURST => {
-                    rx.q.rewind(&rx.burst, 0);
-                    want = BURST;
-                    nrx = match rx.q.pop(&mut rx.burst, want) {
-                        Ok(n) => n,
-                        Err(e) => {
-                            // The frames from here on stay in the transmit ring.
-                            rx.fail(name, 2 * pair, e, stats);
-                            break;
+                if let Some(p) = self.port_mut(id) {
+                    if let Io::Vhost(v) = &mut p.io {
+                        if let Some(Some(r)) = v.rings.get_mut(ring as usize) {
+                            r.call = call;
                         }
-                    };
-                    continue;
+                    }
                 }
-                None if ri == 0 && nrx == BURST => Some(0),
-                other => other,
-            };
-            let k = match k {
-                None => break,
-                Some(0) => {
-                    small += 1;
-                    tx.q.add_used(c.token(), 0);
-                    ti += 1;
-                    continue;
+            }
+            Ctl::SetPolicy { id, policy } => {
+                if let Some(s) = self.slot_of(id) {
+                    if let Some(p) = self.ports[s].as_mut() {
+                        p.policy = policy;
+                    }
+                    // Addresses learned under the old policy may no longer hold.
+                    self.fdb.flush(Some(s as Slot));
                 }
-                Some(k) => k,
-            };
-            let mut macs = [0u8; 12];
-            c.read_at(hdr_len, &mut macs);
-            macs.rotate_left(6);
-            deliver(rx, ri, k, hdr_len, flen, |d, off, src_off, len| {
-                let n = d.copy_from(off, &c, hdr_len + src_off, len);
-                if src_off == 0 {
-                    d.write_at(off, &macs);
+            }
+            Ctl::FdbDump { reply } => {
+                self.tick();
+                let recs = self
+                    .fdb
+                    .dump(self.now)
+                    .into_iter()
+                    .filter_map(|e| {
+                        let p = self.ports.get(e.slot as usize)?.as_ref()?;
+                        Some(FdbRecord { vlan: e.vlan, mac: e.mac, port: p.id, age_secs: e.age_secs })
+                    })
+                    .collect();
+                let _ = reply.send(recs);
+            }
+            Ctl::FdbFlush { port } => match port {
+                None => self.fdb.flush(None),
+                Some(id) => {
+                    if let Some(s) = self.slot_of(id) {
+                        self.fdb.flush(Some(s as Slot));
+                    }
                 }
-                n
-            });
-            tx.q.add_used(c.token(), 0);
-            ri += k;
-            ti += 1;
-            delivered += 1;
-            bytes += flen as u64;
+            },
+            Ctl::SetFdbConfig(c) => self.fdb.set_config(c),
         }
-        // Frames with no receive buffer yet stay in the guest's TX ring (backpressure);
-        // unused receive buffers go back too.
-        tx.q.rewind(&tx.burst, ti);
-        rx.q.rewind(&rx.burst, ri);
-        // Received frames first: they are what the guest is waiting for.
-        if ri > 0 {
-            rx.q.publish_used();
-            rx.notify(stats);
-        }
-        if ti > 0 {
-            tx.q.publish_used();
-            tx.notify(stats);
-        }
-        PortStats::add(&stats.rx_packets, ti as u64);
-        PortStats::add(&stats.tx_packets, delivered);
-        PortStats::add(&stats.rx_bytes, bytes);
-        PortStats::add(&stats.tx_bytes, bytes);
-        PortStats::add(&stats.drop_bad_frame, bad);
-        PortStats::add(&stats.drop_rx_buffer_small, small);
-        PortStats::add(&stats.bursts, 1);
-        ti
     }
 }

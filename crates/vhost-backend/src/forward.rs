@@ -1,0 +1,592 @@
+//! Switching: frames taken from one port's transmit rings (or read from a tap) go to
+//! the ports the learning table, the VLANs and the address filters choose.
+//!
+//! Per frame: one read of its first bytes (addresses, tag, flow fields), one table
+//! lookup for the source (skipped when it repeats) and one for the destination, then
+//! the copy: straight from the sender's guest memory into the receiver's (one copy),
+//! inserting or removing an 802.1Q tag on the way when the ports' VLAN modes differ.
+//! Per burst: a destination's receive ring is popped once when the first frame for it
+//! comes, and its used entries are published (with at most one interrupt) once at the
+//! end. A destination without a posted buffer loses the frame (counted as
+//! `drop_no_rx_buffer` on that port); the sender's ring always moves, so one slow
+//! receiver never stalls traffic to the others.
+
+use std::io::{Read, Write};
+
+use netproto::ethernet::Mac;
+use netproto::virtio_net::NetHdr;
+use virtq::Chain;
+
+use crate::diag::pick_rx;
+use crate::fdb::Slot;
+use crate::policy::{Egress, PortPolicy};
+use crate::stats::PortStats;
+use crate::worker::{Dec, Io, Ring, Runtime, BURST, MAX_FRAME, PREFETCH_AHEAD, TAP_BUF};
+
+/// Broadcast and multicast: every port of the VLAN but the sender.
+pub(crate) const FLOOD: u16 = u16::MAX;
+/// Unicast to an address nobody learned: the ports that take unknown unicast.
+pub(crate) const FLOOD_UNKNOWN: u16 = u16::MAX - 1;
+/// Nowhere.
+pub(crate) const DROP: u16 = u16::MAX - 2;
+
+/// Bytes of a frame looked at to classify it: Ethernet, a tag, an IPv6 header and the
+/// ports of TCP or UDP.
+const PEEK: usize = 64;
+
+const HDR: usize = netproto::virtio_net::HDR_LEN;
+
+/// Where a frame's bytes are.
+#[derive(Clone, Copy)]
+enum Src<'a> {
+    /// A guest's transmit chain; the frame starts after a `usize`-byte header.
+    Chain(Chain<'a>, usize),
+    /// A host buffer holding just the frame.
+    Buf(&'a [u8]),
+}
+
+impl Src<'_> {
+    /// Copies frame bytes from `off` into `dst`; returns bytes copied.
+    fn read(&self, off: usize, dst: &mut [u8]) -> usize {
+        match self {
+            Src::Chain(c, h) => c.read_at(h + off, dst),
+            Src::Buf(b) => {
+                let n = dst.len().min(b.len().saturating_sub(off));
+                dst[..n].copy_from_slice(&b[off..off + n]);
+                n
+            }
+        }
+    }
+
+    /// Copies `n` frame bytes from `off` into chain `d` at `doff`.
+    fn copy_into(&self, d: &Chain<'_>, doff: usize, off: usize, n: usize) -> usize {
+        match self {
+            Src::Chain(c, h) => d.copy_from(doff, c, h + off, n),
+            Src::Buf(b) => d.write_at(doff, b.get(off..off + n).unwrap_or(&[])),
+        }
+    }
+}
+
+/// One piece of an outgoing frame: input bytes `off..off + len`, or (`tag`) the new
+/// 802.1Q tag.
+#[derive(Clone, Copy, Default)]
+struct Piece {
+    tag: bool,
+    off: usize,
+    len: usize,
+}
+
+/// How a frame leaves for one port: up to three pieces (addresses, new tag, the rest
+/// after the old tag), or one when nothing changes.
+struct Out {
+    pieces: [Piece; 3],
+    tag: [u8; 4],
+    len: usize,
+}
+
+impl Out {
+    #[inline]
+    fn new(d: &Dec, eg: Egress) -> Out {
+        let flen = d.flen as usize;
+        let tag_in = d.tag_in as usize;
+        let tagged = eg == Egress::Tagged;
+        // Keep the priority bits of an incoming tag (IEEE 802.1Q PCP/DEI).
+        let tci = (d.tci & 0xf000) | d.vlan;
+        let tag = [0x81, 0x00, (tci >> 8) as u8, tci as u8];
+        let same = if tagged { tag_in == 4 && d.tci & 0xfff == d.vlan } else { tag_in == 0 };
+        if same {
+            let mut pieces = [Piece::default(); 3];
+            pieces[0] = Piece { tag: false, off: 0, len: flen };
+            return Out { pieces, tag, len: flen };
+        }
+        let t = if tagged { 4 } else { 0 };
+        Out {
+            pieces: [
+                Piece { tag: false, off: 0, len: 12 },
+                Piece { tag: true, off: 0, len: t },
+                Piece { tag: false, off: 12 + tag_in, len: flen - 12 - tag_in },
+            ],
+            tag,
+            len: flen - tag_in + t,
+        }
+    }
+}
+
+#[inline(always)]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = (a as u128) * (b as u128 | 1);
+    (p as u64) ^ ((p >> 64) as u64)
+}
+
+#[inline(always)]
+fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    a[..b.len().min(8)].copy_from_slice(&b[..b.len().min(8)]);
+    u64::from_be_bytes(a)
+}
+
+/// A hash of the frame's flow (IP addresses and TCP/UDP ports; the MAC addresses for
+/// anything else), to spread a port's flows over its receive queues while keeping
+/// each flow on one queue (so never reordered).
+#[inline]
+fn flow_hash(h: &[u8], l3: usize, ethertype: u16) -> u32 {
+    let g = |a: usize, b: usize| h.get(a..b);
+    let x = match ethertype {
+        0x0800 => match (g(l3, l3 + 20), h.get(l3)) {
+            (Some(ip), Some(&v)) => {
+                let ihl = (v & 0xf) as usize * 4;
+                let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
+                let ports = match ip[9] {
+                    6 | 17 if frag == 0 => g(l3 + ihl, l3 + ihl + 4).map(be_u64).unwrap_or(0),
+                    _ => 0,
+                };
+                fold(be_u64(&ip[12..20]) ^ ports, ip[9] as u64)
+            }
+            _ => 0,
+        },
+        0x86dd => match g(l3, l3 + 40) {
+            Some(ip) => {
+                let ports = match ip[6] {
+                    6 | 17 => g(l3 + 40, l3 + 44).map(be_u64).unwrap_or(0),
+                    _ => 0,
+                };
+                let a = be_u64(&ip[8..16]) ^ be_u64(&ip[16..24]);
+                let b = be_u64(&ip[24..32]) ^ be_u64(&ip[32..40]);
+                fold(a ^ ports, b)
+            }
+            None => 0,
+        },
+        _ => fold(be_u64(&h[0..6]), be_u64(&h[6..12])),
+    };
+    (fold(x, 0x9e37_79b9_7f4a_7c15) >> 32) as u32
+}
+
+/// What classifying a frame found.
+enum Verdict {
+    Forward(Dec),
+    Bad,
+    Spoofed,
+    Vlan,
+}
+
+impl Runtime {
+    /// Classifies one frame from the port in `slot` and learns its source.
+    #[inline]
+    fn classify(
+        &mut self,
+        slot: usize,
+        policy: &PortPolicy,
+        src: &Src,
+        flen: usize,
+        last: &mut u64,
+    ) -> Verdict {
+        let mut h = [0u8; PEEK];
+        let n = src.read(0, &mut h[..flen.min(PEEK)]);
+        if n < 14 {
+            return Verdict::Bad;
+        }
+        let dst = Mac([h[0], h[1], h[2], h[3], h[4], h[5]]);
+        let smac = Mac([h[6], h[7], h[8], h[9], h[10], h[11]]);
+        if smac.is_multicast() {
+            return Verdict::Bad;
+        }
+        if !policy.source_allowed(&smac) {
+            return Verdict::Spoofed;
+        }
+        let et = u16::from_be_bytes([h[12], h[13]]);
+        let (tag, tci, tag_in, l3, et) = if et == netproto::ethernet::ETHERTYPE_VLAN && n >= 18 {
+            let tci = u16::from_be_bytes([h[14], h[15]]);
+            (Some(tci & 0xfff), tci, 4u8, 18, u16::from_be_bytes([h[16], h[17]]))
+        } else {
+            (None, 0, 0, 14, et)
+        };
+        let Some(vlan) = policy.ingress_vlan(tag) else { return Verdict::Vlan };
+        let lk = (vlan as u64) << 48 | be_u64(&h[6..12]) >> 16;
+        if lk != *last {
+            *last = lk;
+            self.fdb.learn(vlan, &smac, slot as Slot, self.now);
+        }
+        let dest = if dst.is_multicast() {
+            FLOOD
+        } else {
+            match self.fdb.lookup(vlan, &dst, self.now) {
+                // Never back out of the port it came in on.
+                Some(d) if d as usize == slot => DROP,
+                Some(d) => d,
+                None => FLOOD_UNKNOWN,
+            }
+        };
+        let hash = flow_hash(&h[..n], l3, et);
+        Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst })
+    }
+
+    /// Sends one classified frame to its destinations.
+    #[inline]
+    fn deliver(&mut self, s: usize, src: &Src, d: &Dec) {
+        match d.dest {
+            DROP => {}
+            FLOOD | FLOOD_UNKNOWN => {
+                for t in 0..self.ports.len() {
+                    let Some(p) = self.ports[t].as_ref() else { continue };
+                    if t == s || p.diag.is_some() {
+                        continue;
+                    }
+                    // Unknown unicast: ports that take it, and a port pinned to that
+                    // address that has not sent yet.
+                    if d.dest == FLOOD_UNKNOWN && !p.policy.takes_unicast(&d.dst) {
+                        continue;
+                    }
+                    self.output(t, src, d);
+                }
+            }
+            t => {
+                let t = t as usize;
+                if let Some(p) = self.ports.get(t).and_then(|p| p.as_ref()) {
+                    if p.diag.is_none() && p.policy.takes_unicast(&d.dst) {
+                        self.output(t, src, d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes one frame to the port in slot `t`.
+    #[inline]
+    fn output(&mut self, t: usize, src: &Src, d: &Dec) {
+        let Some(p) = self.ports[t].as_mut() else { return };
+        let eg = p.policy.egress(d.vlan);
+        if eg == Egress::Drop {
+            return;
+        }
+        let out = Out::new(d, eg);
+        let stats = &*p.stats;
+        match &mut p.io {
+            Io::Vhost(v) => {
+                let live = v.rx_live.len();
+                if live == 0 {
+                    PortStats::add(&stats.drop_no_rx_buffer, 1);
+                    return;
+                }
+                let pair = if live == 1 { v.rx_live[0] } else { v.rx_live[d.hash as usize % live] } as usize;
+                let ri = 2 * pair;
+                let (hdr_len, mrg) = (v.hdr_len, v.mrg);
+                let Some(r) = v.rings.get_mut(ri).and_then(|r| r.as_mut()) else { return };
+                if !r.open {
+                    let n = match r.q.pop(&mut r.burst, BURST) {
+                        Ok(n) => n,
+                        Err(e) => {
+                            r.fail(&p.name, ri, e, stats);
+                            v.refresh_live();
+                            PortStats::add(&stats.drop_no_rx_buffer, 1);
+                            return;
+                        }
+                    };
+                    for i in 0..PREFETCH_AHEAD.min(n) {
+                        r.burst.chain(i).prefetch(2);
+                    }
+                    (r.open, r.n, r.i, r.pkts, r.bytes) = (true, n, 0, 0, 0);
+                    self.opened.push((t as u16, ri as u16));
+                }
+                let need = hdr_len + out.len;
+                let mut k = pick_rx(&r.burst, r.i, need, mrg);
+                if k.is_none() && r.n == BURST && r.i > 0 {
+                    // This burst of buffers is used up: publish it and take the next.
+                    r.q.rewind(&r.burst, r.i);
+                    r.q.publish_used();
+                    match r.q.pop(&mut r.burst, BURST) {
+                        Ok(n) => (r.n, r.i) = (n, 0),
+                        Err(e) => {
+                            (r.n, r.i) = (0, 0);
+                            r.fail(&p.name, ri, e, stats);
+                            v.refresh_live();
+                            PortStats::add(&stats.drop_no_rx_buffer, 1);
+                            return;
+                        }
+                    }
+                    k = pick_rx(&r.burst, 0, need, mrg);
+                }
+                match k {
+                    None => PortStats::add(&stats.drop_no_rx_buffer, 1),
+                    Some(0) => {
+                        // A buffer that can never hold the frame goes back empty.
+                        let tok = r.burst.chain(r.i).token();
+                        r.q.add_used(tok, 0);
+                        r.i += 1;
+                        PortStats::add(&stats.drop_rx_buffer_small, 1);
+                    }
+                    Some(k) => {
+                        write_chains(r, k, hdr_len, src, &out);
+                        r.pkts += 1;
+                        r.bytes += out.len as u64;
+                    }
+                }
+            }
+            Io::Tap(tap) => {
+                // The tap takes the frame behind a zeroed virtio-net header (no offload
+                // flags): one write, the kernel copies it.
+                let buf = &mut tap.out[..HDR + out.len];
+                buf[..HDR].fill(0);
+                let mut at = HDR;
+                for pc in &out.pieces {
+                    let dst = &mut buf[at..at + pc.len];
+                    if pc.tag {
+                        dst.copy_from_slice(&out.tag[..pc.len]);
+                    } else {
+                        src.read(pc.off, dst);
+                    }
+                    at += pc.len;
+                }
+                match (&tap.f).write(buf) {
+                    // A tap takes a frame whole or not at all.
+                    Ok(w) if w == buf.len() => {
+                        PortStats::add(&stats.tx_packets, 1);
+                        PortStats::add(&stats.tx_bytes, out.len as u64);
+                        let q = stats.queue(0);
+                        PortStats::add(&q.tx_packets, 1);
+                        PortStats::add(&q.tx_bytes, out.len as u64);
+                    }
+                    _ => PortStats::add(&stats.drop_tap_write, 1),
+                }
+            }
+        }
+    }
+
+    /// Publishes every receive ring filled during the burst, with one notification
+    /// decision each.
+    fn close_outputs(&mut self) {
+        for k in 0..self.opened.len() {
+            let (t, ri) = self.opened[k];
+            let Some(p) = self.ports.get_mut(t as usize).and_then(|p| p.as_mut()) else { continue };
+            let Io::Vhost(v) = &mut p.io else { continue };
+            let Some(r) = v.rings.get_mut(ri as usize).and_then(|r| r.as_mut()) else { continue };
+            if !r.open {
+                continue;
+            }
+            r.open = false;
+            r.q.rewind(&r.burst, r.i);
+            if r.i > 0 {
+                r.q.publish_used();
+                r.notify(&p.stats);
+            }
+            let st = &*p.stats;
+            PortStats::add(&st.tx_packets, r.pkts);
+            PortStats::add(&st.tx_bytes, r.bytes);
+            let q = st.queue(ri as usize / 2);
+            PortStats::add(&q.tx_packets, r.pkts);
+            PortStats::add(&q.tx_bytes, r.bytes);
+        }
+        self.opened.clear();
+    }
+
+    /// Counts a frame that classification refused.
+    #[cold]
+    fn refuse(stats: &PortStats, v: &Verdict) {
+        match v {
+            Verdict::Bad => PortStats::add(&stats.drop_bad_frame, 1),
+            Verdict::Spoofed => PortStats::add(&stats.drop_spoofed, 1),
+            Verdict::Vlan => PortStats::add(&stats.drop_vlan, 1),
+            Verdict::Forward(_) => {}
+        }
+    }
+
+    /// One burst from each transmit ring of the vhost-user port in slot `s`; returns
+    /// frames taken.
+    pub(crate) fn forward_vhost(&mut self, s: usize) -> usize {
+        // The sender leaves its slot while its frames are switched, so it is never
+        // its own destination and its rings can be borrowed next to the receivers'.
+        let Some(mut sp) = self.ports[s].take() else { return 0 };
+        let mut moved = 0;
+        if let Io::Vhost(v) = &mut sp.io {
+            let hdr_len = v.hdr_len;
+            for pair in 0..v.rings.len().div_ceil(2) {
+                let ti = 2 * pair + 1;
+                let Some(tx) = v.rings.get_mut(ti).and_then(|r| r.as_mut()) else { continue };
+                if tx.broken || !tx.q.has_avail() {
+                    continue;
+                }
+                let n = match tx.q.pop(&mut tx.burst, BURST) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        tx.fail(&sp.name, ti, e, &sp.stats);
+                        continue;
+                    }
+                };
+                if n == 0 {
+                    continue;
+                }
+                for i in 0..PREFETCH_AHEAD.min(n) {
+                    tx.burst.chain(i).prefetch(2);
+                }
+                let mut last = u64::MAX;
+                let mut bytes = 0u64;
+                for i in 0..n {
+                    if i + PREFETCH_AHEAD < n {
+                        tx.burst.chain(i + PREFETCH_AHEAD).prefetch(2);
+                    }
+                    let c = tx.burst.chain(i);
+                    let total = c.read_len() as usize;
+                    let verdict = if total < hdr_len + 14 || total - hdr_len > MAX_FRAME {
+                        Verdict::Bad
+                    } else {
+                        let src = Src::Chain(c, hdr_len);
+                        self.classify(s, &sp.policy, &src, total - hdr_len, &mut last)
+                    };
+                    match verdict {
+                        Verdict::Forward(d) => {
+                            bytes += d.flen as u64;
+                            self.deliver(s, &Src::Chain(c, hdr_len), &d);
+                        }
+                        ref v => Self::refuse(&sp.stats, v),
+                    }
+                    tx.q.add_used(c.token(), 0);
+                }
+                self.close_outputs();
+                tx.q.publish_used();
+                tx.notify(&sp.stats);
+                count_rx(&sp.stats, pair, n, bytes);
+                moved += n;
+            }
+        }
+        self.ports[s] = Some(sp);
+        moved
+    }
+
+    /// One burst of reads from the tap port in slot `s`; returns frames taken.
+    pub(crate) fn forward_tap(&mut self, s: usize) -> usize {
+        let Some(mut sp) = self.ports[s].take() else { return 0 };
+        let mut n = 0;
+        if let Io::Tap(t) = &mut sp.io {
+            while n < BURST {
+                match (&t.f).read(&mut t.bufs[n]) {
+                    Ok(len) => {
+                        t.lens[n] = len;
+                        n += 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if n > 0 {
+                t.quiet = 0;
+                let mut last = u64::MAX;
+                let mut bytes = 0u64;
+                for i in 0..n {
+                    let len = t.lens[i].min(TAP_BUF);
+                    let verdict = if len < HDR + 14 {
+                        Verdict::Bad
+                    } else {
+                        let src = Src::Buf(&t.bufs[i][HDR..len]);
+                        self.classify(s, &sp.policy, &src, len - HDR, &mut last)
+                    };
+                    match verdict {
+                        Verdict::Forward(d) => {
+                            bytes += d.flen as u64;
+                            self.deliver(s, &Src::Buf(&t.bufs[i][HDR..len]), &d);
+                        }
+                        ref v => Self::refuse(&sp.stats, v),
+                    }
+                }
+                self.close_outputs();
+                count_rx(&sp.stats, 0, n, bytes);
+            }
+        }
+        self.ports[s] = Some(sp);
+        n
+    }
+}
+
+fn count_rx(stats: &PortStats, pair: usize, n: usize, bytes: u64) {
+    PortStats::add(&stats.rx_packets, n as u64);
+    PortStats::add(&stats.rx_bytes, bytes);
+    PortStats::add(&stats.bursts, 1);
+    let q = stats.queue(pair);
+    PortStats::add(&q.rx_packets, n as u64);
+    PortStats::add(&q.rx_bytes, bytes);
+    PortStats::add(&q.rx_bursts, 1);
+}
+
+/// Writes a frame into `k` receive chains from `r.i` on: the virtio-net header
+/// (num_buffers = k, virtio 1.x 5.1.6.4) then the pieces of `out`.
+#[inline]
+fn write_chains(r: &mut Ring, k: usize, hdr_len: usize, src: &Src, out: &Out) {
+    let hdr = NetHdr::plain(k as u16).to_bytes();
+    let (mut pi, mut poff) = (0usize, 0usize);
+    for j in 0..k {
+        if r.i + j + PREFETCH_AHEAD < r.n {
+            r.burst.chain(r.i + j + PREFETCH_AHEAD).prefetch(2);
+        }
+        let d = r.burst.chain(r.i + j);
+        let cap = d.write_len() as usize;
+        let mut off = if j == 0 { d.write_at(0, &hdr[..hdr_len]) } else { 0 };
+        while off < cap && pi < out.pieces.len() {
+            let pc = out.pieces[pi];
+            let n = (pc.len - poff).min(cap - off);
+            let w = if pc.tag {
+                d.write_at(off, &out.tag[poff..poff + n])
+            } else {
+                src.copy_into(&d, off, pc.off + poff, n)
+            };
+            off += w;
+            poff += w;
+            if poff == pc.len {
+                pi += 1;
+                poff = 0;
+            } else if w < n {
+                break;
+            }
+        }
+        r.q.add_used(d.token(), off as u32);
+    }
+    r.i += k;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(tag_in: u8, tci: u16, vlan: u16, flen: u32) -> Dec {
+        Dec { tag_in, tci, vlan, flen, ..Default::default() }
+    }
+
+    #[test]
+    fn out_pieces() {
+        // Untagged in, untagged out: one piece.
+        let o = Out::new(&dec(0, 0, 0, 60), Egress::Untagged);
+        assert_eq!((o.len, o.pieces[0].len, o.pieces[1].len), (60, 60, 0));
+        // Tag inserted.
+        let o = Out::new(&dec(0, 0, 10, 60), Egress::Tagged);
+        assert_eq!(o.len, 64);
+        assert_eq!(o.tag, [0x81, 0, 0, 10]);
+        assert_eq!((o.pieces[2].off, o.pieces[2].len), (12, 48));
+        // Tag stripped.
+        let o = Out::new(&dec(4, 0x200a, 10, 64), Egress::Untagged);
+        assert_eq!(o.len, 60);
+        assert_eq!((o.pieces[1].len, o.pieces[2].off, o.pieces[2].len), (0, 16, 48));
+        // Same tag both sides (priority kept): one piece.
+        let o = Out::new(&dec(4, 0x200a, 10, 64), Egress::Tagged);
+        assert_eq!((o.len, o.pieces[0].len), (64, 64));
+        // Priority tag in, tagged out with the port's VLAN and the priority kept.
+        let o = Out::new(&dec(4, 0x6000, 7, 64), Egress::Tagged);
+        assert_eq!(o.tag, [0x81, 0, 0x60, 7]);
+        assert_eq!(o.len, 64);
+    }
+
+    #[test]
+    fn flow_hash_separates_flows_and_keeps_one() {
+        let mut f = vec![0u8; 60];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[23] = 6;
+        f[26..34].copy_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        let mut seen = std::collections::HashSet::new();
+        for port in 0..64u16 {
+            f[34..36].copy_from_slice(&port.to_be_bytes());
+            let a = flow_hash(&f, 14, 0x0800);
+            assert_eq!(a, flow_hash(&f, 14, 0x0800));
+            seen.insert(a % 4);
+        }
+        assert_eq!(seen.len(), 4, "64 flows reach all four queues");
+        // Short or odd frames hash without panicking.
+        assert_eq!(flow_hash(&f[..20], 14, 0x0800), flow_hash(&f[..20], 14, 0x0800));
+        let _ = flow_hash(&f[..14], 14, 0x86dd);
+    }
+}
