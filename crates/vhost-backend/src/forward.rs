@@ -161,6 +161,20 @@ fn flow_hash(h: &[u8], l3: usize, ethertype: u16) -> u32 {
     (fold(x, 0x9e37_79b9_7f4a_7c15) >> 32) as u32
 }
 
+/// The last source learned and destination looked up in a burst: consecutive frames
+/// of one flow skip the table.
+struct Cache {
+    src: u64,
+    dst: u64,
+    dest: u16,
+}
+
+impl Cache {
+    fn new() -> Cache {
+        Cache { src: u64::MAX, dst: u64::MAX, dest: DROP }
+    }
+}
+
 /// What classifying a frame found.
 enum Verdict {
     Forward(Dec),
@@ -178,7 +192,7 @@ impl Runtime {
         policy: &PortPolicy,
         src: &Src,
         flen: usize,
-        last: &mut u64,
+        c: &mut Cache,
     ) -> Verdict {
         let mut h = [0u8; PEEK];
         let n = src.read(0, &mut h[..flen.min(PEEK)]);
@@ -202,19 +216,25 @@ impl Runtime {
         };
         let Some(vlan) = policy.ingress_vlan(tag) else { return Verdict::Vlan };
         let lk = (vlan as u64) << 48 | be_u64(&h[6..12]) >> 16;
-        if lk != *last {
-            *last = lk;
+        if lk != c.src {
+            c.src = lk;
+            c.dst = u64::MAX;
             self.fdb.learn(vlan, &smac, slot as Slot, self.now);
         }
-        let dest = if dst.is_multicast() {
+        let dk = (vlan as u64) << 48 | be_u64(&h[0..6]) >> 16;
+        let dest = if dk == c.dst {
+            c.dest
+        } else if dst.is_multicast() {
             FLOOD
         } else {
-            match self.fdb.lookup(vlan, &dst, self.now) {
+            let d = match self.fdb.lookup(vlan, &dst, self.now) {
                 // Never back out of the port it came in on.
                 Some(d) if d as usize == slot => DROP,
                 Some(d) => d,
                 None => FLOOD_UNKNOWN,
-            }
+            };
+            (c.dst, c.dest) = (dk, d);
+            d
         };
         let hash = flow_hash(&h[..n], l3, et);
         Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst })
@@ -417,7 +437,7 @@ impl Runtime {
                 for i in 0..PREFETCH_AHEAD.min(n) {
                     tx.burst.chain(i).prefetch(2);
                 }
-                let mut last = u64::MAX;
+                let mut cache = Cache::new();
                 let mut bytes = 0u64;
                 for i in 0..n {
                     if i + PREFETCH_AHEAD < n {
@@ -429,7 +449,7 @@ impl Runtime {
                         Verdict::Bad
                     } else {
                         let src = Src::Chain(c, hdr_len);
-                        self.classify(s, &sp.policy, &src, total - hdr_len, &mut last)
+                        self.classify(s, &sp.policy, &src, total - hdr_len, &mut cache)
                     };
                     match verdict {
                         Verdict::Forward(d) => {
@@ -467,7 +487,7 @@ impl Runtime {
             }
             if n > 0 {
                 t.quiet = 0;
-                let mut last = u64::MAX;
+                let mut cache = Cache::new();
                 let mut bytes = 0u64;
                 for i in 0..n {
                     let len = t.lens[i].min(TAP_BUF);
@@ -475,7 +495,7 @@ impl Runtime {
                         Verdict::Bad
                     } else {
                         let src = Src::Buf(&t.bufs[i][HDR..len]);
-                        self.classify(s, &sp.policy, &src, len - HDR, &mut last)
+                        self.classify(s, &sp.policy, &src, len - HDR, &mut cache)
                     };
                     match verdict {
                         Verdict::Forward(d) => {
