@@ -502,7 +502,14 @@ impl Runtime {
             let Some(p) = self.ports[s].as_mut() else { continue };
             work += match (&mut p.io, p.diag) {
                 (Io::Vhost(_), Some(_)) => p.poll_diag(),
-                (Io::Vhost(_), None) => self.forward_vhost(s),
+                (Io::Vhost(v), None) => {
+                    // Look before taking the port out of its slot.
+                    if v.rings.iter().skip(1).step_by(2).flatten().any(|r| !r.broken && r.q.has_avail()) {
+                        self.forward_vhost(s)
+                    } else {
+                        0
+                    }
+                }
                 (Io::Tap(t), _) => {
                     // A read is a system call: a quiet tap is read every TAP_IDLE_POLL
                     // rounds (and whenever epoll wakes us for it).
