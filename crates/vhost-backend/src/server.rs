@@ -114,7 +114,14 @@ impl Port {
         let connected = Arc::new(AtomicBool::new(false));
         let listener = match mode {
             SocketMode::Server => {
-                if socket.exists() {
+                if let Ok(md) = std::fs::symlink_metadata(socket) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if !md.file_type().is_socket() {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            format!("{}: exists and is not a socket", socket.display()),
+                        ));
+                    }
                     // A stale socket from an earlier run: only remove it if nobody answers.
                     if UnixStream::connect(socket).is_ok() {
                         return Err(std::io::Error::new(

@@ -1,15 +1,27 @@
-//! The daemon's TOML configuration: one `[[port]]` table per port.
+//! The daemon's TOML configuration, and the port description shared with the control
+//! socket (`virtwire port add` sends a [`PortConfig`] as JSON).
 //!
 //! ```toml
+//! run_dir = "/run/virtwire"        # optional
+//! metrics = "127.0.0.1:9090"       # optional
+//!
+//! [fdb]                            # optional
+//! max_entries = 8192
+//! max_per_port = 1024
+//! aging_seconds = 300
+//!
 //! [[port]]
 //! name = "vm1"
-//! type = "vhost-user"
-//! socket = "/run/virtwire/vm1.sock"
-//! mode = "server"          # or "client": connect to the frontend's socket
+//! type = "vhost-user"              # or "tap"
+//! socket = "/run/virtwire/vm1.sock"  # default RUN_DIR/sockets/NAME.sock
+//! mode = "server"                  # or "client": connect to the frontend's socket
 //! queue_pairs = 1
 //! mac = "52:54:00:00:00:01"
 //! mtu = 1500
-//! diag = "reflect"         # or "sink", "source"
+//! vlan = 10                        # access port; or trunks = [10, 20], native_vlan = 10
+//! macs = ["52:54:00:00:00:01"]     # allowed source addresses
+//! promiscuous = false
+//! diag = "reflect"                 # optional: "reflect", "sink" or "source"
 //! diag_frame_size = 64
 //! ```
 //!
@@ -20,58 +32,156 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use netproto::ethernet::Mac;
-use serde::Deserialize;
-use vhost_backend::{DiagMode, PortSpec, SocketMode};
+use serde::{Deserialize, Serialize};
+use vhost_backend::{DiagMode, FdbConfig, PortPolicy, PortSpec, SocketMode, VlanMode};
 
 /// The whole file.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
+    /// Run directory (control socket, default socket directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_dir: Option<PathBuf>,
+    /// Prometheus endpoint address (loopback only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
+    /// Learning table limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fdb: Option<FdbSection>,
     /// Ports.
     #[serde(default)]
     pub port: Vec<PortConfig>,
 }
 
-/// One `[[port]]` table as written.
-#[derive(Debug, Deserialize, Clone)]
+/// The `[fdb]` table.
+#[derive(Debug, Deserialize, Serialize, Default, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub struct FdbSection {
+    /// Most entries in the table.
+    #[serde(default)]
+    pub max_entries: Option<usize>,
+    /// Most entries one port may own.
+    #[serde(default)]
+    pub max_per_port: Option<usize>,
+    /// Seconds without a frame after which an entry is forgotten.
+    #[serde(default)]
+    pub aging_seconds: Option<u32>,
+}
+
+impl FdbSection {
+    /// The limits, defaults filled in; errors name the field.
+    pub fn validate(&self) -> Result<FdbConfig> {
+        let d = FdbConfig::default();
+        let c = FdbConfig {
+            max_entries: self.max_entries.unwrap_or(d.max_entries),
+            max_per_port: self.max_per_port.unwrap_or(d.max_per_port),
+            aging_secs: self.aging_seconds.unwrap_or(d.aging_secs),
+        };
+        if !(1..=1 << 24).contains(&c.max_entries) {
+            bail!("fdb: max_entries {} is outside 1..=16777216", c.max_entries);
+        }
+        if c.max_per_port == 0 || c.max_per_port > c.max_entries {
+            bail!("fdb: max_per_port {} is outside 1..=max_entries ({})", c.max_per_port, c.max_entries);
+        }
+        if !(1..=1_000_000).contains(&c.aging_secs) {
+            bail!("fdb: aging_seconds {} is outside 1..=1000000", c.aging_secs);
+        }
+        Ok(c)
+    }
+}
+
+/// One port as written: a `[[port]]` table, or the body of a port add request.
+#[derive(Debug, Deserialize, Serialize, Clone, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct PortConfig {
     /// Unique name.
     pub name: String,
-    /// Port kind: "vhost-user".
+    /// Port kind: "vhost-user" or "tap".
     #[serde(rename = "type")]
     pub kind: String,
-    /// Unix socket path.
-    pub socket: PathBuf,
-    /// "server" (default) or "client".
-    #[serde(default)]
+    /// vhost-user: unix socket path (default RUN_DIR/sockets/NAME.sock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// vhost-user: "server" (default) or "client".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
-    /// Queue pairs (default 1).
-    #[serde(default)]
+    /// vhost-user: queue pairs (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_pairs: Option<u16>,
-    /// MAC address of the guest's interface (default: derived from the name).
-    #[serde(default)]
+    /// vhost-user: MAC address of the guest's interface (default: derived from the name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
-    /// MTU reported to the guest (default: none reported).
-    #[serde(default)]
+    /// vhost-user: MTU reported to the guest (default: none reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
-    /// Diagnostic mode: "reflect", "sink" or "source".
-    #[serde(default)]
+    /// tap: kernel interface name (default: the port name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifname: Option<String>,
+    /// Access port on this VLAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Trunk port carrying these VLANs tagged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunks: Option<Vec<u16>>,
+    /// Trunk port: the VLAN of untagged frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_vlan: Option<u16>,
+    /// The only source addresses the port may send from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub macs: Option<Vec<String>>,
+    /// With `macs`: receive unknown unicast too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promiscuous: Option<bool>,
+    /// vhost-user: a diagnostic mode ("reflect", "sink" or "source") instead of switching.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diag: Option<String>,
     /// Frame size for diag = "source" (default 64).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diag_frame_size: Option<usize>,
+}
+
+/// How a validated port attaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attach {
+    /// A vhost-user socket.
+    VhostUser {
+        /// Socket path.
+        socket: PathBuf,
+        /// Server or client.
+        mode: SocketMode,
+    },
+    /// A tap interface.
+    Tap {
+        /// Kernel interface name.
+        ifname: String,
+    },
 }
 
 /// A validated port.
 #[derive(Debug, Clone)]
 pub struct Port {
-    /// Device parameters.
+    /// Device parameters and policy (for a tap port only the name and policy matter).
     pub spec: PortSpec,
-    /// Socket path.
-    pub socket: PathBuf,
-    /// Server or client.
-    pub mode: SocketMode,
+    /// Socket or interface.
+    pub attach: Attach,
+}
+
+impl Port {
+    /// The socket path of a vhost-user port.
+    pub fn socket(&self) -> Option<&Path> {
+        match &self.attach {
+            Attach::VhostUser { socket, .. } => Some(socket),
+            Attach::Tap { .. } => None,
+        }
+    }
+
+    /// The interface name of a tap port.
+    pub fn ifname(&self) -> Option<&str> {
+        match &self.attach {
+            Attach::Tap { ifname } => Some(ifname),
+            Attach::VhostUser { .. } => None,
+        }
+    }
 }
 
 /// A locally administered MAC derived from a port name, stable across runs.
@@ -84,112 +194,259 @@ pub fn default_mac(name: &str) -> Mac {
     Mac([0x52, 0x54, b[0], b[1], b[2], b[3]])
 }
 
+/// Checks a port name: 1-32 characters of letters, digits, '-' or '_'.
+pub fn check_name(n: &str) -> Result<()> {
+    if n.is_empty() || n.len() > 32 || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        bail!("port {n:?}: name must be 1-32 characters of letters, digits, '-' or '_'");
+    }
+    Ok(())
+}
+
+/// Checks a kernel interface name (what Linux accepts, minus the characters that make
+/// trouble in scripts).
+fn check_ifname(n: &str, port: &str) -> Result<()> {
+    if n.is_empty() || n.len() > 15 {
+        bail!(
+            "port {port}: ifname {n:?} must be 1-15 characters (Linux interface names are short; set ifname)"
+        );
+    }
+    if n == "." || n == ".." || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        bail!("port {port}: ifname {n:?} must be letters, digits, '-', '_' or '.'");
+    }
+    Ok(())
+}
+
 impl PortConfig {
-    /// Checks one port; errors name the port.
-    pub fn validate(&self) -> Result<Port> {
+    /// Checks one port; errors name the port and the field. A vhost-user port without
+    /// a socket gets `RUN_DIR/sockets/NAME.sock`.
+    pub fn validate(&self, run_dir: &Path) -> Result<Port> {
+        check_name(&self.name)?;
         let n = &self.name;
-        if n.is_empty()
-            || n.len() > 32
-            || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            bail!("port {n:?}: name must be 1-32 characters of letters, digits, '-' or '_'");
+        let policy = self.policy()?;
+        match self.kind.as_str() {
+            "vhost-user" => {
+                if self.ifname.is_some() {
+                    bail!("port {n}: ifname: only tap ports have an interface name");
+                }
+                let mode: SocketMode = self
+                    .mode
+                    .as_deref()
+                    .unwrap_or("server")
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("port {n}: mode: {e}"))?;
+                let queue_pairs = self.queue_pairs.unwrap_or(1);
+                if queue_pairs == 0 || queue_pairs > 64 {
+                    bail!("port {n}: queue_pairs {queue_pairs} is outside 1..=64");
+                }
+                let mac = match &self.mac {
+                    Some(m) => m.parse::<Mac>().map_err(|e| anyhow::anyhow!("port {n}: mac: {e}"))?,
+                    None => default_mac(n),
+                };
+                if mac.is_multicast() || mac.is_zero() {
+                    bail!("port {n}: mac {mac} is not a unicast address");
+                }
+                let mtu = self.mtu.unwrap_or(0);
+                if mtu != 0 && !(68..=65535 - 18).contains(&(mtu as u32)) {
+                    bail!("port {n}: mtu {mtu} is outside 68..=65517");
+                }
+                let diag = match &self.diag {
+                    Some(d) => {
+                        Some(d.parse::<DiagMode>().map_err(|e| anyhow::anyhow!("port {n}: diag: {e}"))?)
+                    }
+                    None => None,
+                };
+                let diag_frame_size = self.diag_frame_size.unwrap_or(64);
+                if !(60..=65535).contains(&diag_frame_size) {
+                    bail!("port {n}: diag_frame_size {diag_frame_size} is outside 60..=65535");
+                }
+                let socket = match &self.socket {
+                    Some(s) => s.clone(),
+                    None => run_dir.join("sockets").join(format!("{n}.sock")),
+                };
+                if socket.as_os_str().is_empty() {
+                    bail!("port {n}: socket path is empty");
+                }
+                if socket.as_os_str().len() > 107 {
+                    bail!(
+                        "port {n}: socket path {} is longer than a unix socket address allows (107)",
+                        socket.display()
+                    );
+                }
+                Ok(Port {
+                    spec: PortSpec { name: n.clone(), queue_pairs, mac, mtu, diag, policy, diag_frame_size },
+                    attach: Attach::VhostUser { socket, mode },
+                })
+            }
+            "tap" => {
+                let only_vhost = [
+                    ("socket", self.socket.is_some()),
+                    ("mode", self.mode.is_some()),
+                    ("queue_pairs", self.queue_pairs.is_some()),
+                    ("mac", self.mac.is_some()),
+                    ("mtu", self.mtu.is_some()),
+                    ("diag", self.diag.is_some()),
+                    ("diag_frame_size", self.diag_frame_size.is_some()),
+                ];
+                if let Some((field, _)) = only_vhost.iter().find(|(_, set)| *set) {
+                    bail!("port {n}: {field}: only vhost-user ports have this setting");
+                }
+                let ifname = self.ifname.clone().unwrap_or_else(|| n.clone());
+                check_ifname(&ifname, n)?;
+                Ok(Port {
+                    spec: PortSpec {
+                        name: n.clone(),
+                        queue_pairs: 1,
+                        mac: Mac::default(),
+                        mtu: 0,
+                        diag: None,
+                        policy,
+                        diag_frame_size: 64,
+                    },
+                    attach: Attach::Tap { ifname },
+                })
+            }
+            k => bail!("port {n}: type {k:?} is not supported (expected \"vhost-user\" or \"tap\")"),
         }
-        if self.kind != "vhost-user" {
-            bail!("port {n}: type {:?} is not supported (expected \"vhost-user\")", self.kind);
-        }
-        let mode: SocketMode = self
-            .mode
-            .as_deref()
-            .unwrap_or("server")
-            .parse()
-            .map_err(|e| anyhow::anyhow!("port {n}: mode: {e}"))?;
-        let queue_pairs = self.queue_pairs.unwrap_or(1);
-        if queue_pairs == 0 || queue_pairs > 64 {
-            bail!("port {n}: queue_pairs {queue_pairs} is outside 1..=64");
-        }
-        let mac = match &self.mac {
-            Some(m) => m.parse::<Mac>().map_err(|e| anyhow::anyhow!("port {n}: mac: {e}"))?,
-            None => default_mac(n),
+    }
+
+    /// The VLAN and address policy.
+    fn policy(&self) -> Result<PortPolicy> {
+        let n = &self.name;
+        let vlan = match (self.vlan, &self.trunks, self.native_vlan) {
+            (Some(_), Some(_), _) => {
+                bail!("port {n}: vlan and trunks: a port is either an access port (vlan) or a trunk (trunks)")
+            }
+            (Some(_), None, Some(_)) | (None, None, Some(_)) => {
+                bail!("port {n}: native_vlan: only trunk ports (trunks = [...]) have a native VLAN")
+            }
+            (Some(v), None, None) => VlanMode::Access(v),
+            (None, Some(t), native) => VlanMode::Trunk { allowed: t.iter().copied().collect(), native },
+            (None, None, None) => VlanMode::Any,
         };
-        if mac.is_multicast() || mac.is_zero() {
-            bail!("port {n}: mac {mac} is not a unicast address");
+        let mut macs = Vec::new();
+        for m in self.macs.iter().flatten() {
+            let mac = m.parse::<Mac>().map_err(|e| anyhow::anyhow!("port {n}: macs: {e}"))?;
+            if !macs.contains(&mac) {
+                macs.push(mac);
+            }
         }
-        let mtu = self.mtu.unwrap_or(0);
-        if mtu != 0 && !(68..=65535 - 18).contains(&(mtu as u32)) {
-            bail!("port {n}: mtu {mtu} is outside 68..=65517");
+        // Checked here: the VLAN set keeps only the low 12 bits of what it is given.
+        if let Some(v) = self.trunks.iter().flatten().find(|v| !(1..=4094).contains(*v)) {
+            bail!("port {n}: trunk vlan {v} is outside 1..=4094");
         }
-        let diag = match &self.diag {
-            Some(d) => d.parse::<DiagMode>().map_err(|e| anyhow::anyhow!("port {n}: diag: {e}"))?,
-            None => bail!(
-                "port {n}: no diag mode: this version serves ports in diagnostic modes only \
-                 (diag = \"reflect\", \"sink\" or \"source\")"
-            ),
-        };
-        let diag_frame_size = self.diag_frame_size.unwrap_or(64);
-        if !(60..=65535).contains(&diag_frame_size) {
-            bail!("port {n}: diag_frame_size {diag_frame_size} is outside 60..=65535");
-        }
-        if self.socket.as_os_str().is_empty() {
-            bail!("port {n}: socket path is empty");
-        }
-        if self.socket.as_os_str().len() > 107 {
-            bail!(
-                "port {n}: socket path {} is longer than a unix socket address allows (107)",
-                self.socket.display()
-            );
-        }
-        Ok(Port {
-            spec: PortSpec {
-                name: n.clone(),
-                queue_pairs,
-                mac,
-                mtu,
-                diag: Some(diag),
-                policy: Default::default(),
-                diag_frame_size,
-            },
-            socket: self.socket.clone(),
-            mode,
-        })
+        let p = PortPolicy { vlan, macs, promiscuous: self.promiscuous.unwrap_or(false) };
+        p.validate().map_err(|e| anyhow::anyhow!("port {n}: {e}"))?;
+        Ok(p)
     }
 }
 
-/// Parses and validates a configuration text.
-pub fn parse(text: &str) -> Result<Vec<Port>> {
+/// A parsed and validated configuration file.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `run_dir`, if the file sets it.
+    pub run_dir: Option<PathBuf>,
+    /// `metrics`, if the file sets it.
+    pub metrics: Option<String>,
+    /// Learning table limits.
+    pub fdb: FdbConfig,
+    /// Ports as written (validated against the run directory once it is known).
+    pub ports: Vec<PortConfig>,
+}
+
+/// Parses a configuration text and checks everything that does not depend on the run
+/// directory.
+pub fn parse(text: &str) -> Result<Config> {
     let f: ConfigFile = toml::from_str(text).context("configuration")?;
+    let fdb = f.fdb.unwrap_or_default().validate()?;
+    for p in &f.port {
+        p.validate(Path::new("/run/virtwire"))?;
+    }
+    Ok(Config { run_dir: f.run_dir, metrics: f.metrics, fdb, ports: f.port })
+}
+
+/// Validates ports against `run_dir` and against each other (names, sockets and
+/// interface names are unique).
+pub fn validate_ports(ports: &[PortConfig], run_dir: &Path) -> Result<Vec<Port>> {
     let mut names = HashSet::new();
     let mut sockets = HashSet::new();
+    let mut ifnames = HashSet::new();
     let mut out = Vec::new();
-    for p in &f.port {
-        let v = p.validate()?;
+    for p in ports {
+        let v = p.validate(run_dir)?;
         if !names.insert(v.spec.name.clone()) {
             bail!("port {}: a port with this name already exists", v.spec.name);
         }
-        if !sockets.insert(v.socket.clone()) {
-            bail!("port {}: socket {} is used by another port", v.spec.name, v.socket.display());
+        if let Some(s) = v.socket() {
+            if !sockets.insert(s.to_path_buf()) {
+                bail!("port {}: socket {} is used by another port", v.spec.name, s.display());
+            }
+        }
+        if let Some(i) = v.ifname() {
+            if !ifnames.insert(i.to_string()) {
+                bail!("port {}: ifname {i} is used by another port", v.spec.name);
+            }
         }
         out.push(v);
     }
     Ok(out)
 }
 
-/// Reads, parses and validates a configuration file.
-pub fn load(path: &Path) -> Result<Vec<Port>> {
+/// Reads and parses a configuration file.
+pub fn load(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
     parse(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// The run directory: `--run-dir`, else `VIRTWIRE_RUN_DIR`, else the configuration's
+/// `run_dir`, else [`default_run_dir`].
+pub fn resolve_run_dir(flag: Option<&Path>, file: Option<&Path>) -> PathBuf {
+    if let Some(d) = flag {
+        return d.to_path_buf();
+    }
+    if let Some(d) = std::env::var_os("VIRTWIRE_RUN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = file {
+        return d.to_path_buf();
+    }
+    default_run_dir()
+}
+
+/// `/run/virtwire` for root; else `$XDG_RUNTIME_DIR/virtwire`, or `/tmp/virtwire-UID`.
+pub fn default_run_dir() -> PathBuf {
+    let uid = crate::sys::uid();
+    if uid == 0 {
+        return PathBuf::from("/run/virtwire");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => PathBuf::from(d).join("virtwire"),
+        None => PathBuf::from(format!("/tmp/virtwire-{uid}")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ports(text: &str) -> Result<Vec<Port>> {
+        let c = parse(text)?;
+        validate_ports(&c.ports, Path::new("/run/vw"))
+    }
+
     fn err(text: &str) -> String {
-        format!("{:#}", parse(text).unwrap_err())
+        format!("{:#}", ports(text).unwrap_err())
+    }
+
+    fn vhost(p: &Port) -> (&Path, SocketMode) {
+        match &p.attach {
+            Attach::VhostUser { socket, mode } => (socket, *mode),
+            Attach::Tap { .. } => panic!("not a vhost-user port"),
+        }
     }
 
     #[test]
     fn a_full_port() {
-        let p = parse(
+        let p = ports(
             r#"
             [[port]]
             name = "vm1"
@@ -205,7 +462,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.len(), 1);
-        assert_eq!(p[0].mode, SocketMode::Client);
+        assert_eq!(vhost(&p[0]), (Path::new("/tmp/vm1.sock"), SocketMode::Client));
         assert_eq!(p[0].spec.queue_pairs, 4);
         assert_eq!(p[0].spec.mac.to_string(), "52:54:00:00:00:01");
         assert_eq!(p[0].spec.diag, Some(DiagMode::Source));
@@ -214,11 +471,69 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let p = parse("[[port]]\nname='a'\ntype='vhost-user'\nsocket='/tmp/a'\ndiag='sink'\n").unwrap();
-        assert_eq!(p[0].mode, SocketMode::Server);
+        let p = ports("[[port]]\nname='a'\ntype='vhost-user'\nsocket='/tmp/a'\ndiag='sink'\n").unwrap();
+        assert_eq!(vhost(&p[0]).1, SocketMode::Server);
         assert_eq!(p[0].spec.queue_pairs, 1);
         assert_eq!(p[0].spec.mac, default_mac("a"));
         assert_eq!(p[0].spec.diag_frame_size, 64);
+        assert_eq!(p[0].spec.policy, PortPolicy::default());
+        // No diag: a switching port; no socket: one in the run directory.
+        let p = ports("[[port]]\nname='b'\ntype='vhost-user'\n").unwrap();
+        assert_eq!(p[0].spec.diag, None);
+        assert_eq!(vhost(&p[0]).0, Path::new("/run/vw/sockets/b.sock"));
+    }
+
+    #[test]
+    fn the_whole_file() {
+        let c = parse(
+            r#"
+            run_dir = "/tmp/vwrun"
+            metrics = "127.0.0.1:9090"
+            [fdb]
+            max_entries = 100
+            max_per_port = 10
+            aging_seconds = 60
+            [[port]]
+            name = "t1"
+            type = "tap"
+            ifname = "vwtap0"
+            trunks = [10, 20]
+            native_vlan = 10
+            macs = ["52:54:00:00:00:01"]
+            promiscuous = true
+            [[port]]
+            name = "vm1"
+            type = "vhost-user"
+            vlan = 10
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.run_dir.as_deref(), Some(Path::new("/tmp/vwrun")));
+        assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(c.fdb, FdbConfig { max_entries: 100, max_per_port: 10, aging_secs: 60 });
+        let p = validate_ports(&c.ports, Path::new("/tmp/vwrun")).unwrap();
+        assert_eq!(p[0].attach, Attach::Tap { ifname: "vwtap0".into() });
+        assert_eq!(
+            p[0].spec.policy.vlan,
+            VlanMode::Trunk { allowed: [10, 20].into_iter().collect(), native: Some(10) }
+        );
+        assert_eq!(p[0].spec.policy.macs, vec![Mac([0x52, 0x54, 0, 0, 0, 1])]);
+        assert!(p[0].spec.policy.promiscuous);
+        assert_eq!(p[1].spec.policy.vlan, VlanMode::Access(10));
+        assert_eq!(vhost(&p[1]).0, Path::new("/tmp/vwrun/sockets/vm1.sock"));
+    }
+
+    #[test]
+    fn port_config_round_trips_through_json() {
+        let c = PortConfig {
+            name: "vm1".into(),
+            kind: "vhost-user".into(),
+            trunks: Some(vec![5, 6]),
+            ..Default::default()
+        };
+        let j = serde_json::to_string(&c).unwrap();
+        assert_eq!(j, r#"{"name":"vm1","type":"vhost-user","trunks":[5,6]}"#);
+        assert_eq!(serde_json::from_str::<PortConfig>(&j).unwrap(), c);
     }
 
     #[test]
@@ -226,18 +541,34 @@ mod tests {
         let base = "type='vhost-user'\nsocket='/tmp/x'\ndiag='sink'\n";
         assert!(err(&format!("[[port]]\nname='p1'\n{base}mac='01:00:00:00:00:01'")).contains("port p1: mac"));
         assert!(err(&format!("[[port]]\nname='p1'\n{base}queue_pairs=0")).contains("port p1: queue_pairs"));
-        assert!(err("[[port]]\nname='p2'\ntype='tap'\nsocket='/x'\ndiag='sink'").contains("port p2: type"));
+        assert!(err("[[port]]\nname='p2'\ntype='veth'\nsocket='/x'").contains("port p2: type"));
         assert!(err("[[port]]\nname='p3'\ntype='vhost-user'\nsocket='/x'\ndiag='mirror'")
             .contains("port p3: diag"));
         assert!(err("[[port]]\nname='p4'\ntype='vhost-user'\nsocket='/x'\nmode='peer'\ndiag='sink'")
             .contains("port p4: mode"));
-        assert!(err("[[port]]\nname='p5'\ntype='vhost-user'\nsocket='/x'").contains("port p5: no diag"));
+        assert!(err("[[port]]\nname='p5'\ntype='tap'\nsocket='/x'").contains("port p5: socket"));
+        assert!(err("[[port]]\nname='p6'\ntype='tap'\nifname='a/b'").contains("port p6: ifname"));
+        assert!(err("[[port]]\nname='a-very-long-port-name'\ntype='tap'").contains("ifname"));
+        assert!(
+            err("[[port]]\nname='p7'\ntype='tap'\nvlan=10\ntrunks=[20]").contains("port p7: vlan and trunks")
+        );
+        assert!(err("[[port]]\nname='p8'\ntype='tap'\nvlan=4095").contains("port p8: vlan 4095"));
+        assert!(err("[[port]]\nname='p9'\ntype='tap'\ntrunks=[0]").contains("port p9: trunk vlan 0"));
+        assert!(err("[[port]]\nname='p9'\ntype='tap'\ntrunks=[5000]").contains("port p9: trunk vlan 5000"));
+        assert!(err("[[port]]\nname='p9'\ntype='tap'\ntrunks=[]").contains("port p9: trunks"));
+        assert!(err("[[port]]\nname='pa'\ntype='tap'\nnative_vlan=3").contains("port pa: native_vlan"));
+        assert!(err("[[port]]\nname='pb'\ntype='tap'\nmacs=['zz']").contains("port pb: macs"));
+        assert!(err("[[port]]\nname='pc'\ntype='tap'\nmacs=['ff:ff:ff:ff:ff:ff']").contains("port pc: macs"));
+        assert!(err("[[port]]\nname='p d'\ntype='tap'").contains("name must be"));
+        assert!(err("[fdb]\nmax_per_port=0").contains("fdb: max_per_port"));
         let dup = format!(
             "[[port]]\nname='a'\n{base}[[port]]\nname='a'\ntype='vhost-user'\nsocket='/y'\ndiag='sink'"
         );
         assert!(err(&dup).contains("already exists"));
         let dups = format!("[[port]]\nname='a'\n{base}[[port]]\nname='b'\n{base}");
         assert!(err(&dups).contains("used by another port"));
+        let dupi = "[[port]]\nname='a'\ntype='tap'\nifname='x'\n[[port]]\nname='b'\ntype='tap'\nifname='x'";
+        assert!(err(dupi).contains("port b: ifname x is used by another port"));
         assert!(err("[[port]]\nname='a'\ntype='vhost-user'\nsocket='/x'\ndiag='sink'\ncolour='red'")
             .contains("unknown field"));
     }

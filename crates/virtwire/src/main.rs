@@ -1,9 +1,17 @@
 //! virtwire: a userspace virtual switch for KVM virtual machines over vhost-user.
 
+mod api;
 mod bench;
+mod cli;
 mod config;
+mod control;
 mod daemon;
+mod demo;
+mod metrics;
+mod switch;
 mod sys;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -15,17 +23,53 @@ use clap::{Parser, Subcommand};
     about = "A userspace virtual switch for KVM virtual machines over vhost-user"
 )]
 struct Cli {
+    /// Run directory of the switch (control socket RUN_DIR/ctl.sock, vhost-user sockets in
+    /// RUN_DIR/sockets/). Default: $VIRTWIRE_RUN_DIR, else /run/virtwire as root, else
+    /// $XDG_RUNTIME_DIR/virtwire or /tmp/virtwire-UID.
+    #[arg(long, global = true, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the switch daemon with the ports of a configuration file.
+    /// Run the switch: the control socket, and the ports of a configuration file if given.
     Run {
-        /// TOML configuration (one [[port]] table per port).
+        /// TOML configuration (run_dir, metrics, [fdb], one [[port]] table per port).
         #[arg(long)]
-        config: Option<std::path::PathBuf>,
+        config: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9090).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
+    /// Add, remove, list and show ports of the running switch.
+    Port {
+        #[command(subcommand)]
+        cmd: cli::PortCmd,
+    },
+    /// The running switch's learning table (forwarding database).
+    Fdb {
+        #[command(subcommand)]
+        cmd: cli::FdbCmd,
+    },
+    /// Counters of the running switch: every port, worker and the learning table, or one port.
+    Stats {
+        /// Only this port.
+        port: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two virtio-user endpoints exchange frames through a switch in this process; then
+    /// how to attach a QEMU VM.
+    Demo {
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Frame size in bytes (Ethernet header and payload, no FCS).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
     },
     /// Benchmarks that print tables (or JSON with --json).
     Bench {
@@ -34,10 +78,24 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+fn dispatch(cli: Cli) -> Result<()> {
+    let run_dir = || config::resolve_run_dir(cli.run_dir.as_deref(), None);
     match cli.cmd {
-        Cmd::Run { config } => daemon::run(config.as_deref()),
+        Cmd::Run { config, metrics } => {
+            daemon::run(daemon::RunArgs { config, run_dir: cli.run_dir.clone(), metrics })
+        }
+        Cmd::Port { cmd } => cli::port(&run_dir(), cmd),
+        Cmd::Fdb { cmd } => cli::fdb(&run_dir(), cmd),
+        Cmd::Stats { port, json } => cli::stats(&run_dir(), port, json),
+        Cmd::Demo { seconds, size } => demo::run(seconds, size, &run_dir()),
         Cmd::Bench { which } => bench::main(which),
+    }
+}
+
+fn main() {
+    if let Err(e) = dispatch(Cli::parse()) {
+        // One line naming the problem, its causes joined with ": ".
+        eprintln!("virtwire: {e:#}");
+        std::process::exit(1);
     }
 }

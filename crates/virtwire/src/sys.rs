@@ -1,4 +1,4 @@
-//! Small syscall wrappers: CPU affinity, eventfds, process CPU time. The only `unsafe`
+//! Small syscall wrappers: CPU affinity, eventfds, process CPU time, user id. The only `unsafe`
 //! in this crate lives here.
 
 use std::io;
@@ -66,4 +66,10 @@ pub fn process_cpu_seconds() -> f64 {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
     t(ru.ru_utime) + t(ru.ru_stime)
+}
+
+/// The effective user id of this process.
+pub fn uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
 }
