@@ -175,6 +175,12 @@ pub struct WorkerStats {
     pub sleeps: AtomicU64,
     /// The worker thread's kernel thread id (for its CPU time in /proc).
     pub tid: AtomicU64,
+    /// Times the worker stopped spinning early because another thread waited for a CPU.
+    pub yields: AtomicU64,
+    /// Polling mode: 0 poll, 1 adaptive, 2 interrupt.
+    pub mode: AtomicU64,
+    /// The current adaptive polling window, in nanoseconds.
+    pub window_ns: AtomicU64,
 }
 
 /// A snapshot of [`WorkerStats`].
@@ -184,6 +190,11 @@ pub struct WorkerStatsSnapshot {
     pub idle_cycles: u64,
     pub packets: u64,
     pub sleeps: u64,
+    pub yields: u64,
+    /// "poll", "adaptive" or "interrupt".
+    pub mode: &'static str,
+    /// The current polling window in microseconds (adaptive mode).
+    pub poll_window_us: f64,
     /// busy_cycles / packets (0 when no packets).
     pub busy_cycles_per_packet: f64,
     /// CPU time (user + system) of the worker thread, from /proc.
@@ -199,6 +210,13 @@ impl WorkerStats {
             idle_cycles: get(&self.idle_cycles),
             packets,
             sleeps: get(&self.sleeps),
+            yields: get(&self.yields),
+            mode: match get(&self.mode) {
+                0 => "poll",
+                2 => "interrupt",
+                _ => "adaptive",
+            },
+            poll_window_us: get(&self.window_ns) as f64 / 1000.0,
             busy_cycles_per_packet: if packets == 0 { 0.0 } else { busy as f64 / packets as f64 },
             cpu_seconds: thread_cpu_seconds(get(&self.tid)).unwrap_or(0.0),
         }

@@ -22,6 +22,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::device::DiagMode;
 use crate::fdb::{Fdb, FdbConfig, Slot};
 use crate::policy::PortPolicy;
+use crate::polling::{PollConfig, PollMode, Window};
 use crate::stats::{FdbStats, PortStats, WorkerStats};
 use crate::sys;
 
@@ -40,8 +41,8 @@ pub(crate) const PREFETCH_AHEAD: usize = 4;
 /// Largest frame (without the virtio-net header) a port accepts from a guest.
 pub const MAX_FRAME: usize = 65535 + 14 + 4;
 
-/// How long a worker keeps polling after the last work before it sleeps on kicks.
-const POLL_WINDOW: Duration = Duration::from_micros(50);
+/// How often a spinning worker looks for threads waiting for a CPU.
+const YIELD_CHECK: Duration = Duration::from_micros(100);
 
 const WAKE_KEY: u64 = u64::MAX;
 
@@ -142,6 +143,8 @@ pub enum Ctl {
     },
     /// Change the learning table's limits.
     SetFdbConfig(FdbConfig),
+    /// Change the polling mode and window limits.
+    SetPolling(PollConfig),
     /// Replace a running ring's call eventfd.
     SetCall {
         /// Port id.
@@ -191,6 +194,7 @@ impl Worker {
             clock: Instant::now(),
             now: 0,
             last_aging: 0,
+            window: Window::new(PollConfig::default()),
             opened: Vec::with_capacity(256),
         };
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
@@ -409,6 +413,7 @@ pub(crate) struct Runtime {
     /// Seconds since the worker started (the learning table's clock).
     pub(crate) now: u32,
     last_aging: u32,
+    window: Window,
     /// Receive rings (slot, ring index) opened as outputs in the current burst.
     pub(crate) opened: Vec<(u16, u16)>,
 }
@@ -437,9 +442,16 @@ impl Runtime {
             self.stats.tid.store(tid, Ordering::Relaxed);
         }
         let mut events = vec![EpollEvent::default(); 64];
+        let cpus = crate::polling::online_cpus();
         let mut idle: u32 = 0;
-        let mut idle_since = Instant::now();
+        let mut busy_rounds: u32 = 0;
+        // When the last round with work ended (set by the first empty round after it),
+        // the last check for waiting threads, and whether we slept since.
+        let mut idle_start: Option<Instant> = None;
+        let mut last_check = Instant::now();
+        let mut slept = false;
         let (mut busy_c, mut idle_c, mut pkts) = (0u64, 0u64, 0u64);
+        self.publish_window();
         while !self.stop.load(Ordering::Relaxed) {
             while self.pending.load(Ordering::Relaxed) != 0 {
                 match self.rx.try_recv() {
@@ -459,31 +471,71 @@ impl Runtime {
                 pkts += work as u64;
                 idle = 0;
                 self.futile = false;
+                if let Some(t) = idle_start.take() {
+                    if slept {
+                        slept = false;
+                        self.window.after_sleep(t.elapsed());
+                        self.publish_window();
+                    }
+                }
                 // Counters only this thread writes: plain stores, no locked adds.
                 self.stats.busy_cycles.store(busy_c, Ordering::Relaxed);
                 self.stats.packets.store(pkts, Ordering::Relaxed);
+                busy_rounds = busy_rounds.wrapping_add(1);
+                if busy_rounds.is_multiple_of(4096) {
+                    // Under constant load the idle path never runs: keep the table's
+                    // clock moving.
+                    self.tick();
+                }
                 continue;
             }
             idle_c += dt;
-            // Read the clock only once per 64 empty rounds.
             idle += 1;
-            if idle == 1 {
-                idle_since = Instant::now();
+            if idle == 1 && idle_start.is_none() {
+                idle_start = Some(Instant::now());
             }
-            if !idle.is_multiple_of(64) {
-                std::hint::spin_loop();
-                continue;
+            let window = self.window.current();
+            if window != Some(Duration::ZERO) {
+                // Read the clock only once per 64 empty rounds.
+                if !idle.is_multiple_of(64) {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
+                self.tick();
+                let Some(window) = window else { continue };
+                let spun = idle_start.map(|t| t.elapsed()).unwrap_or_default();
+                if spun < window {
+                    if !self.window.config().yield_to_others || last_check.elapsed() < YIELD_CHECK {
+                        continue;
+                    }
+                    last_check = Instant::now();
+                    if !crate::polling::cpu_contended(cpus) {
+                        continue;
+                    }
+                    // Someone waits for a CPU: give ours back now.
+                    self.window.shrink();
+                    self.publish_window();
+                    PortStats::add(&self.stats.yields, 1);
+                }
             }
             self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
-            self.tick();
-            if idle_since.elapsed() < POLL_WINDOW {
-                continue;
-            }
             self.sleep(&mut events);
+            slept = true;
             PortStats::add(&self.stats.sleeps, 1);
             self.tick();
             idle = 0;
         }
+    }
+
+    fn publish_window(&self) {
+        let (mode, ns) = match self.window.current() {
+            None => (0, 0),
+            Some(w) if self.window.config().mode == PollMode::Interrupt => (2, w.as_nanos() as u64),
+            Some(w) => (1, w.as_nanos() as u64),
+        };
+        self.stats.mode.store(mode, Ordering::Relaxed);
+        self.stats.window_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Advances the learning table's clock; ages it once a second.
@@ -749,6 +801,10 @@ impl Runtime {
                 }
             },
             Ctl::SetFdbConfig(c) => self.fdb.set_config(c),
+            Ctl::SetPolling(c) => {
+                self.window = Window::new(c);
+                self.publish_window();
+            }
         }
     }
 }

@@ -219,6 +219,15 @@ pub struct WorkerStats {
     pub packets: u64,
     /// Times it went to sleep.
     pub sleeps: u64,
+    /// Times it stopped spinning early for a thread waiting for a CPU.
+    #[serde(default)]
+    pub yields: u64,
+    /// Polling mode: poll, adaptive or interrupt.
+    #[serde(default)]
+    pub mode: String,
+    /// Current polling window (adaptive mode), microseconds.
+    #[serde(default)]
+    pub poll_window_us: f64,
     /// busy_cycles / packets.
     pub busy_cycles_per_packet: f64,
     /// CPU time of the worker thread.

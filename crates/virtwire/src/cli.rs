@@ -298,11 +298,26 @@ fn print_stats(r: &StatsReport) {
                 w.busy_cycles.to_string(),
                 w.idle_cycles.to_string(),
                 w.sleeps.to_string(),
+                w.mode.clone(),
+                if w.mode == "adaptive" { format!("{:.0}", w.poll_window_us) } else { "-".into() },
                 format!("{:.2}", w.cpu_seconds),
             ]
         })
         .collect();
-    table(&["WORKER", "PACKETS", "CYCLES/PKT", "BUSY CYCLES", "IDLE CYCLES", "SLEEPS", "CPU S"], &rows);
+    table(
+        &[
+            "WORKER",
+            "PACKETS",
+            "CYCLES/PKT",
+            "BUSY CYCLES",
+            "IDLE CYCLES",
+            "SLEEPS",
+            "MODE",
+            "WINDOW US",
+            "CPU S",
+        ],
+        &rows,
+    );
     let f = &r.fdb;
     println!(
         "\nfdb: {} entries; {} learned, {} moved, {} aged; refused {} (port cap) {} (table cap)",

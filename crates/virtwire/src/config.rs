@@ -5,6 +5,11 @@
 //! run_dir = "/run/virtwire"        # optional
 //! metrics = "127.0.0.1:9090"       # optional
 //!
+//! [datapath]                       # optional
+//! mode = "adaptive"                # or "poll" (always spin), "interrupt" (never spin)
+//! poll_window_max_us = 200         # adaptive: longest polling window after the last frame
+//! yield = true                     # adaptive: stop spinning when a thread waits for a CPU
+//!
 //! [fdb]                            # optional
 //! max_entries = 8192
 //! max_per_port = 1024
@@ -33,7 +38,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use netproto::ethernet::Mac;
 use serde::{Deserialize, Serialize};
-use vhost_backend::{DiagMode, FdbConfig, PortPolicy, PortSpec, SocketMode, VlanMode};
+use vhost_backend::{DiagMode, FdbConfig, PollConfig, PollMode, PortPolicy, PortSpec, SocketMode, VlanMode};
 
 /// The whole file.
 #[derive(Debug, Deserialize, Serialize, Default, Clone)]
@@ -48,6 +53,9 @@ pub struct ConfigFile {
     /// Learning table limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fdb: Option<FdbSection>,
+    /// Worker polling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datapath: Option<DatapathSection>,
     /// Ports.
     #[serde(default)]
     pub port: Vec<PortConfig>,
@@ -87,6 +95,43 @@ impl FdbSection {
             bail!("fdb: aging_seconds {} is outside 1..=1000000", c.aging_secs);
         }
         Ok(c)
+    }
+}
+
+/// The `[datapath]` table.
+#[derive(Debug, Deserialize, Serialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DatapathSection {
+    /// "adaptive" (default), "poll" or "interrupt".
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Largest adaptive polling window, microseconds (default 200).
+    #[serde(default)]
+    pub poll_window_max_us: Option<u64>,
+    /// Stop spinning when another thread waits for a CPU (default true).
+    #[serde(default, rename = "yield")]
+    pub yield_to_others: Option<bool>,
+}
+
+impl DatapathSection {
+    /// The polling configuration, defaults filled in; errors name the field.
+    pub fn validate(&self) -> Result<PollConfig> {
+        let d = PollConfig::default();
+        let mode = match &self.mode {
+            Some(m) => m.parse::<PollMode>().map_err(|e| anyhow::anyhow!("datapath: mode: {e}"))?,
+            None => d.mode,
+        };
+        let max_us = self.poll_window_max_us.unwrap_or(d.max_window.as_micros() as u64);
+        if !(1..=100_000).contains(&max_us) {
+            bail!("datapath: poll_window_max_us {max_us} is outside 1..=100000");
+        }
+        let max_window = std::time::Duration::from_micros(max_us);
+        Ok(PollConfig {
+            mode,
+            max_window,
+            start_window: d.start_window.min(max_window),
+            yield_to_others: self.yield_to_others.unwrap_or(d.yield_to_others),
+        })
     }
 }
 
@@ -349,6 +394,8 @@ pub struct Config {
     pub metrics: Option<String>,
     /// Learning table limits.
     pub fdb: FdbConfig,
+    /// Worker polling.
+    pub polling: PollConfig,
     /// Ports as written (validated against the run directory once it is known).
     pub ports: Vec<PortConfig>,
 }
@@ -358,10 +405,11 @@ pub struct Config {
 pub fn parse(text: &str) -> Result<Config> {
     let f: ConfigFile = toml::from_str(text).context("configuration")?;
     let fdb = f.fdb.unwrap_or_default().validate()?;
+    let polling = f.datapath.unwrap_or_default().validate()?;
     for p in &f.port {
         p.validate(Path::new("/run/virtwire"))?;
     }
-    Ok(Config { run_dir: f.run_dir, metrics: f.metrics, fdb, ports: f.port })
+    Ok(Config { run_dir: f.run_dir, metrics: f.metrics, fdb, polling, ports: f.port })
 }
 
 /// Validates ports against `run_dir` and against each other (names, sockets and
@@ -561,6 +609,11 @@ mod tests {
         assert!(err("[[port]]\nname='pc'\ntype='tap'\nmacs=['ff:ff:ff:ff:ff:ff']").contains("port pc: macs"));
         assert!(err("[[port]]\nname='p d'\ntype='tap'").contains("name must be"));
         assert!(err("[fdb]\nmax_per_port=0").contains("fdb: max_per_port"));
+        assert!(err("[datapath]\nmode='busy'").contains("datapath: mode"));
+        assert!(err("[datapath]\npoll_window_max_us=0").contains("poll_window_max_us"));
+        let c = parse("[datapath]\nmode='poll'\nyield=false\n").unwrap();
+        assert_eq!(c.polling.mode, PollMode::Poll);
+        assert!(!c.polling.yield_to_others);
         let dup = format!(
             "[[port]]\nname='a'\n{base}[[port]]\nname='a'\ntype='vhost-user'\nsocket='/y'\ndiag='sink'"
         );

@@ -24,6 +24,8 @@ pub struct RunArgs {
     pub run_dir: Option<PathBuf>,
     /// `--metrics`.
     pub metrics: Option<String>,
+    /// `--poll-mode`.
+    pub poll_mode: Option<vhost_backend::PollMode>,
 }
 
 /// Creates `dir` (and its parents) with mode 0755 if it does not exist.
@@ -66,7 +68,13 @@ pub fn final_line(c: &switch::FinalCounters) -> String {
 pub fn run(a: RunArgs) -> Result<()> {
     let cfg = match &a.config {
         Some(p) => config::load(p)?,
-        None => Config { run_dir: None, metrics: None, fdb: Default::default(), ports: Vec::new() },
+        None => Config {
+            run_dir: None,
+            metrics: None,
+            fdb: Default::default(),
+            polling: Default::default(),
+            ports: Vec::new(),
+        },
     };
     let run_dir = config::resolve_run_dir(a.run_dir.as_deref(), cfg.run_dir.as_deref());
     let metrics_addr = match a.metrics.as_deref().or(cfg.metrics.as_deref()) {
@@ -80,7 +88,12 @@ pub fn run(a: RunArgs) -> Result<()> {
     ensure_dir(&run_dir)?;
     let sockets_dir = run_dir.join("sockets");
     ensure_dir(&sockets_dir)?;
+    let mut polling = cfg.polling;
+    if let Some(m) = a.poll_mode {
+        polling.mode = m;
+    }
     let sw = Arc::new(Switch::new(&run_dir, cfg.fdb)?);
+    sw.set_polling(polling);
     let ctl_path = control::socket_path(&run_dir);
     let listener = match control::bind(&ctl_path) {
         Ok(l) => Some(l),

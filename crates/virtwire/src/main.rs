@@ -42,6 +42,10 @@ enum Cmd {
         /// Serve Prometheus metrics at http://ADDR/metrics (loopback only, e.g. 127.0.0.1:9090).
         #[arg(long, value_name = "ADDR")]
         metrics: Option<String>,
+        /// Worker polling: adaptive (default: spin for an adaptive window after the last
+        /// frame, then sleep), poll (always spin), interrupt (never spin).
+        #[arg(long, value_name = "MODE")]
+        poll_mode: Option<vhost_backend::PollMode>,
     },
     /// Add, remove, list and show ports of the running switch.
     Port {
@@ -81,8 +85,8 @@ enum Cmd {
 fn dispatch(cli: Cli) -> Result<()> {
     let run_dir = || config::resolve_run_dir(cli.run_dir.as_deref(), None);
     match cli.cmd {
-        Cmd::Run { config, metrics } => {
-            daemon::run(daemon::RunArgs { config, run_dir: cli.run_dir.clone(), metrics })
+        Cmd::Run { config, metrics, poll_mode } => {
+            daemon::run(daemon::RunArgs { config, run_dir: cli.run_dir.clone(), metrics, poll_mode })
         }
         Cmd::Port { cmd } => cli::port(&run_dir(), cmd),
         Cmd::Fdb { cmd } => cli::fdb(&run_dir(), cmd),

@@ -176,7 +176,7 @@ pub fn render(r: &StatsReport) -> String {
         }
     }
     type WorkerField = fn(&crate::api::WorkerStats) -> String;
-    let worker_counters: [(&str, &str, WorkerField); 5] = [
+    let worker_counters: [(&str, &str, WorkerField); 6] = [
         ("virtwire_worker_busy_cycles_total", "TSC cycles of datapath rounds that moved frames.", |w| {
             w.busy_cycles.to_string()
         }),
@@ -190,12 +190,21 @@ pub fn render(r: &StatsReport) -> String {
         ("virtwire_worker_cpu_seconds_total", "CPU time of the datapath worker thread.", |w| {
             w.cpu_seconds.to_string()
         }),
+        (
+            "virtwire_worker_yields_total",
+            "Times the worker stopped spinning for a thread waiting for a CPU.",
+            |w| w.yields.to_string(),
+        ),
     ];
     for (name, help, get) in worker_counters {
         f.head(name, "counter", help);
         for w in &r.workers {
             f.sample(name, &[("worker", &w.name)], get(w));
         }
+    }
+    f.head("virtwire_worker_poll_window_seconds", "gauge", "The worker's current adaptive polling window.");
+    for w in &r.workers {
+        f.sample("virtwire_worker_poll_window_seconds", &[("worker", &w.name)], w.poll_window_us / 1e6);
     }
     f.head("virtwire_fdb_entries", "gauge", "Entries in the learning table.");
     f.sample("virtwire_fdb_entries", &[], r.fdb.entries);

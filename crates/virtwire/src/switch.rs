@@ -165,6 +165,13 @@ impl Switch {
         })
     }
 
+    /// Sets every worker's polling mode and window limits.
+    pub fn set_polling(&self, c: vhost_backend::PollConfig) {
+        for w in &self.lock().workers {
+            w.send(vhost_backend::worker::Ctl::SetPolling(c));
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic elsewhere while holding the lock leaves the port list intact: every
         // change to it is a single push or remove.
@@ -363,6 +370,9 @@ impl Switch {
                     idle_cycles: s.idle_cycles,
                     packets: s.packets,
                     sleeps: s.sleeps,
+                    yields: s.yields,
+                    mode: s.mode.to_string(),
+                    poll_window_us: s.poll_window_us,
                     busy_cycles_per_packet: s.busy_cycles_per_packet,
                     cpu_seconds: s.cpu_seconds,
                 }
