@@ -137,6 +137,7 @@ fn sink(v: &mut Vhost, name: &str, stats: &PortStats, pair: usize) -> usize {
     PortStats::add(&q.rx_packets, n as u64);
     PortStats::add(&q.rx_bytes, bytes);
     PortStats::add(&q.rx_bursts, 1);
+    PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(n)], 1);
     n
 }
 
@@ -343,6 +344,7 @@ fn reflect(v: &mut Vhost, name: &str, stats: &PortStats, pair: usize) -> usize {
     PortStats::add(&q.rx_packets, ti as u64);
     PortStats::add(&q.rx_bytes, bytes);
     PortStats::add(&q.rx_bursts, 1);
+    PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(ti)], 1);
     PortStats::add(&q.tx_packets, delivered);
     PortStats::add(&q.tx_bytes, bytes);
     ti

@@ -522,6 +522,7 @@ fn count_rx(stats: &PortStats, pair: usize, n: usize, bytes: u64) {
     PortStats::add(&q.rx_packets, n as u64);
     PortStats::add(&q.rx_bytes, bytes);
     PortStats::add(&q.rx_bursts, 1);
+    PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(n)], 1);
 }
 
 /// Writes a frame into `k` receive chains from `r.i` on: the virtio-net header

@@ -35,6 +35,26 @@ pub struct QueueStats {
     pub tx_packets: AtomicU64,
     /// Their bytes.
     pub tx_bytes: AtomicU64,
+    /// Sizes of the bursts taken from the transmit ring: 1, 2-3, 4-7, 8-15, 16-31, 32+.
+    pub rx_burst_hist: [AtomicU64; BURST_BUCKETS],
+    /// Polls of the transmit ring that found nothing (published every few rounds).
+    pub empty_polls: AtomicU64,
+    /// Kicks received on either ring of the pair while the worker slept.
+    pub kicks: AtomicU64,
+    /// Interrupts sent (call eventfd writes) for either ring of the pair.
+    pub interrupts: AtomicU64,
+    /// Bursts completed without an interrupt because the driver did not want one
+    /// (EVENT_IDX or VRING_AVAIL_F_NO_INTERRUPT / packed event suppression).
+    pub interrupts_suppressed: AtomicU64,
+}
+
+/// Buckets of the burst-size histogram.
+pub const BURST_BUCKETS: usize = 6;
+
+/// The histogram bucket of a burst of `n` frames.
+#[inline(always)]
+pub fn burst_bucket(n: usize) -> usize {
+    ((usize::BITS - 1 - n.max(1).leading_zeros()) as usize).min(BURST_BUCKETS - 1)
 }
 
 /// A snapshot of [`QueueStats`].
@@ -46,6 +66,11 @@ pub struct QueueStatsSnapshot {
     pub rx_bursts: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    pub rx_burst_hist: [u64; BURST_BUCKETS],
+    pub empty_polls: u64,
+    pub kicks: u64,
+    pub interrupts: u64,
+    pub interrupts_suppressed: u64,
 }
 
 /// Counters of one port.
@@ -156,6 +181,11 @@ impl PortStats {
                 rx_bursts: get(&q.rx_bursts),
                 tx_packets: get(&q.tx_packets),
                 tx_bytes: get(&q.tx_bytes),
+                rx_burst_hist: std::array::from_fn(|i| get(&q.rx_burst_hist[i])),
+                empty_polls: get(&q.empty_polls),
+                kicks: get(&q.kicks),
+                interrupts: get(&q.interrupts),
+                interrupts_suppressed: get(&q.interrupts_suppressed),
             })
             .collect()
     }
@@ -275,5 +305,15 @@ impl FdbStats {
             refused_port_cap: get(&self.refused_port_cap),
             refused_global_cap: get(&self.refused_global_cap),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn burst_buckets() {
+        let b: Vec<usize> =
+            [0, 1, 2, 3, 4, 7, 8, 15, 16, 31, 32, 64].iter().map(|&n| super::burst_bucket(n)).collect();
+        assert_eq!(b, [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
     }
 }

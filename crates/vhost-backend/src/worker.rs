@@ -283,16 +283,24 @@ pub(crate) struct Ring {
     /// Frames and bytes written while open.
     pub(crate) pkts: u64,
     pub(crate) bytes: u64,
+    /// The queue pair this ring belongs to.
+    pub(crate) pair: usize,
+    /// Polls that found nothing (published to the queue's counters now and then).
+    pub(crate) empty: u64,
 }
 
 impl Ring {
     #[inline]
     pub(crate) fn notify(&mut self, stats: &PortStats) {
+        let q = stats.queue(self.pair);
         if self.q.needs_notify() {
             if let Some(c) = &self.call {
                 let _ = (&*c).write(&1u64.to_ne_bytes());
                 PortStats::add(&stats.interrupts, 1);
+                PortStats::add(&q.interrupts, 1);
             }
+        } else {
+            PortStats::add(&q.interrupts_suppressed, 1);
         }
     }
 
@@ -503,6 +511,7 @@ impl Runtime {
                 }
                 self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
                 self.tick();
+                self.publish_local();
                 let Some(window) = window else { continue };
                 let spun = idle_start.map(|t| t.elapsed()).unwrap_or_default();
                 if spun < window {
@@ -520,11 +529,22 @@ impl Runtime {
                 }
             }
             self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
+            self.publish_local();
             self.sleep(&mut events);
             slept = true;
             PortStats::add(&self.stats.sleeps, 1);
             self.tick();
             idle = 0;
+        }
+    }
+
+    /// Publishes counters kept in plain fields on the hot path.
+    fn publish_local(&mut self) {
+        for p in self.ports.iter_mut().flatten() {
+            let Io::Vhost(v) = &mut p.io else { continue };
+            for r in v.rings.iter_mut().skip(1).step_by(2).flatten() {
+                PortStats::add(&p.stats.queue(r.pair).empty_polls, std::mem::take(&mut r.empty));
+            }
         }
     }
 
@@ -556,7 +576,18 @@ impl Runtime {
                 (Io::Vhost(_), Some(_)) => p.poll_diag(),
                 (Io::Vhost(v), None) => {
                     // Look before taking the port out of its slot.
-                    if v.rings.iter().skip(1).step_by(2).flatten().any(|r| !r.broken && r.q.has_avail()) {
+                    let mut any = false;
+                    for r in v.rings.iter_mut().skip(1).step_by(2).flatten() {
+                        if r.broken {
+                            continue;
+                        }
+                        if r.q.has_avail() {
+                            any = true;
+                        } else {
+                            r.empty += 1;
+                        }
+                    }
+                    if any {
                         self.forward_vhost(s)
                     } else {
                         0
@@ -624,6 +655,7 @@ impl Runtime {
                                     let _ = (&*f).read(&mut b);
                                 }
                                 PortStats::add(&p.stats.kicks, 1);
+                                PortStats::add(&p.stats.queue(ring as usize / 2).kicks, 1);
                             }
                         }
                     }
@@ -736,6 +768,8 @@ impl Runtime {
                     i: 0,
                     pkts: 0,
                     bytes: 0,
+                    pair: i / 2,
+                    empty: 0,
                 });
                 v.refresh_live();
             }

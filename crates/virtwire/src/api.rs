@@ -175,6 +175,21 @@ pub struct QueueStats {
     pub tx_bytes: u64,
     /// Non-empty receive bursts.
     pub rx_bursts: u64,
+    /// Receive burst sizes: 1, 2-3, 4-7, 8-15, 16-31, 32+ frames.
+    #[serde(default)]
+    pub rx_burst_hist: [u64; 6],
+    /// Polls of the pair's transmit ring that found nothing.
+    #[serde(default)]
+    pub empty_polls: u64,
+    /// Kicks received while the worker slept.
+    #[serde(default)]
+    pub kicks: u64,
+    /// Interrupts sent to the guest.
+    #[serde(default)]
+    pub interrupts: u64,
+    /// Bursts completed without an interrupt because the guest asked for none.
+    #[serde(default)]
+    pub interrupts_suppressed: u64,
 }
 
 /// Counters of one port. `rx` is what the switch received from the port, `tx` what it

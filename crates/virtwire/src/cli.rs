@@ -107,7 +107,10 @@ fn absolute(p: PathBuf) -> Result<PathBuf> {
     Ok(std::env::current_dir().context("current directory")?.join(p))
 }
 
-fn call<T: serde::de::DeserializeOwned>(run_dir: &Path, req: &Request) -> Result<(serde_json::Value, T)> {
+pub(crate) fn call<T: serde::de::DeserializeOwned>(
+    run_dir: &Path,
+    req: &Request,
+) -> Result<(serde_json::Value, T)> {
     let v = control::request(run_dir, req)?;
     let t = serde_json::from_value(v.clone()).context("the switch answered in an unexpected shape")?;
     Ok((v, t))
@@ -120,6 +123,11 @@ fn print_json(v: &serde_json::Value) -> Result<()> {
 
 /// Prints an aligned table: columns whose cells are all numbers are right-aligned.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) {
+    print!("{}", format_table(headers, rows));
+}
+
+/// An aligned table as text, one line per row (see [`table`]).
+pub fn format_table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let n = headers.len();
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     let mut numeric = vec![!rows.is_empty(); n];
@@ -131,17 +139,20 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) {
             }
         }
     }
-    let line = |cells: &mut dyn Iterator<Item = &str>| {
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let s: Vec<String> = cells
             .enumerate()
             .map(|(i, c)| if numeric[i] { format!("{c:>0$}", w[i]) } else { format!("{c:<0$}", w[i]) })
             .collect();
-        println!("{}", s.join("  ").trim_end());
+        out.push_str(s.join("  ").trim_end());
+        out.push('\n');
     };
     line(&mut headers.iter().copied());
     for r in rows {
         line(&mut r.iter().map(|s| s.as_str()));
     }
+    out
 }
 
 fn dash<T: ToString>(v: Option<T>) -> String {

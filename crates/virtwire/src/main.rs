@@ -10,6 +10,7 @@ mod demo;
 mod metrics;
 mod switch;
 mod sys;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -64,6 +65,12 @@ enum Cmd {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Show rates, refreshed every INTERVAL seconds, like top.
+        #[arg(long, value_name = "INTERVAL", num_args = 0..=1, default_missing_value = "1")]
+        watch: Option<f64>,
+        /// With --watch: stop after this many screens.
+        #[arg(long, requires = "watch")]
+        count: Option<u64>,
     },
     /// Two virtio-user endpoints exchange frames through a switch in this process; then
     /// how to attach a QEMU VM.
@@ -90,7 +97,11 @@ fn dispatch(cli: Cli) -> Result<()> {
         }
         Cmd::Port { cmd } => cli::port(&run_dir(), cmd),
         Cmd::Fdb { cmd } => cli::fdb(&run_dir(), cmd),
-        Cmd::Stats { port, json } => cli::stats(&run_dir(), port, json),
+        Cmd::Stats { port, json: _, watch: Some(secs), count } => {
+            anyhow::ensure!(secs > 0.0 && secs.is_finite(), "--watch: the interval must be positive");
+            watch::run(&run_dir(), port.as_deref(), std::time::Duration::from_secs_f64(secs), count)
+        }
+        Cmd::Stats { port, json, watch: None, count: _ } => cli::stats(&run_dir(), port, json),
         Cmd::Demo { seconds, size } => demo::run(seconds, size, &run_dir()),
         Cmd::Bench { which } => bench::main(which),
     }

@@ -158,7 +158,7 @@ pub fn render(r: &StatsReport) -> String {
         f.sample("virtwire_port_connected", &[("port", &p.name)], u8::from(p.connected));
     }
     type QueueField = fn(&crate::api::QueueStats) -> u64;
-    let queue_counters: [(&str, &str, QueueField); 5] = [
+    let queue_counters: [(&str, &str, QueueField); 9] = [
         ("virtwire_queue_rx_packets_total", "Frames the switch received on the queue pair.", |q| {
             q.rx_packets
         }),
@@ -166,6 +166,14 @@ pub fn render(r: &StatsReport) -> String {
         ("virtwire_queue_rx_bursts_total", "Bursts taken from the queue pair.", |q| q.rx_bursts),
         ("virtwire_queue_tx_packets_total", "Frames the switch sent on the queue pair.", |q| q.tx_packets),
         ("virtwire_queue_tx_bytes_total", "Bytes the switch sent on the queue pair.", |q| q.tx_bytes),
+        ("virtwire_queue_empty_polls_total", "Polls of the transmit ring that found nothing.", |q| {
+            q.empty_polls
+        }),
+        ("virtwire_queue_kicks_total", "Kicks received while the worker slept.", |q| q.kicks),
+        ("virtwire_queue_interrupts_total", "Interrupts sent to the guest.", |q| q.interrupts),
+        ("virtwire_queue_interrupts_suppressed_total", "Bursts completed without an interrupt.", |q| {
+            q.interrupts_suppressed
+        }),
     ];
     for (name, help, get) in queue_counters {
         f.head(name, "counter", help);
@@ -173,6 +181,24 @@ pub fn render(r: &StatsReport) -> String {
             for q in &p.queues {
                 f.sample(name, &[("port", &p.name), ("queue", &q.queue.to_string())], get(q));
             }
+        }
+    }
+    // The burst-size histogram as a Prometheus histogram (cumulative buckets).
+    f.head("virtwire_queue_rx_burst_size", "histogram", "Frames per burst taken from the transmit ring.");
+    for p in &r.ports {
+        for q in &p.queues {
+            let qs = q.queue.to_string();
+            let mut cum = 0;
+            for (i, le) in ["1", "3", "7", "15", "31", "+Inf"].iter().enumerate() {
+                cum += q.rx_burst_hist[i];
+                f.sample(
+                    "virtwire_queue_rx_burst_size_bucket",
+                    &[("port", &p.name), ("queue", &qs), ("le", le)],
+                    cum,
+                );
+            }
+            f.sample("virtwire_queue_rx_burst_size_count", &[("port", &p.name), ("queue", &qs)], cum);
+            f.sample("virtwire_queue_rx_burst_size_sum", &[("port", &p.name), ("queue", &qs)], q.rx_packets);
         }
     }
     type WorkerField = fn(&crate::api::WorkerStats) -> String;

@@ -96,6 +96,11 @@ impl Entry {
                     tx_packets: q.tx_packets,
                     tx_bytes: q.tx_bytes,
                     rx_bursts: q.rx_bursts,
+                    rx_burst_hist: q.rx_burst_hist,
+                    empty_polls: q.empty_polls,
+                    kicks: q.kicks,
+                    interrupts: q.interrupts,
+                    interrupts_suppressed: q.interrupts_suppressed,
                 })
                 .collect(),
         }

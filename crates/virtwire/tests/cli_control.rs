@@ -418,7 +418,19 @@ fn stats_json_has_the_documented_shape() {
         for (i, q) in p["queues"].as_array().unwrap().iter().enumerate() {
             assert_eq!(
                 keys(q),
-                sorted(&["queue", "rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "rx_bursts"])
+                sorted(&[
+                    "queue",
+                    "rx_packets",
+                    "rx_bytes",
+                    "tx_packets",
+                    "tx_bytes",
+                    "rx_bursts",
+                    "rx_burst_hist",
+                    "empty_polls",
+                    "kicks",
+                    "interrupts",
+                    "interrupts_suppressed"
+                ])
             );
             assert_eq!(q["queue"], i);
         }
@@ -428,7 +440,17 @@ fn stats_json_has_the_documented_shape() {
     assert_eq!(ports[0]["queues"].as_array().unwrap().len(), 2);
     assert_eq!(ports[1]["type"], "tap");
     let w = &s["workers"][0];
-    for k in ["name", "busy_cycles", "idle_cycles", "packets", "busy_cycles_per_packet", "cpu_seconds"] {
+    for k in [
+        "name",
+        "busy_cycles",
+        "idle_cycles",
+        "packets",
+        "busy_cycles_per_packet",
+        "cpu_seconds",
+        "mode",
+        "poll_window_us",
+        "yields",
+    ] {
         assert!(w.get(k).is_some(), "worker without {k}: {w}");
     }
     assert_eq!(w["name"], "virtwire-dp0");
@@ -441,7 +463,17 @@ fn stats_json_has_the_documented_shape() {
     let one = d.json(&["stats", "vm1", "--json"]);
     assert_eq!(keys(&one), port_keys);
     assert_eq!(one["name"], "vm1");
+    assert_eq!(w["mode"], "adaptive");
     assert_eq!(d.err(&["stats", "vm9"]), "virtwire: port vm9: no such port");
+    // The live view: two screens of rates, every port's queues and the worker.
+    let watch = d.ok(&["stats", "--watch", "0.2", "--count", "2"]);
+    assert_eq!(watch.matches("virtwire stats, every 0.2 s").count(), 2, "{watch}");
+    assert!(watch.contains("virtwire-dp0  adaptive"), "{watch}");
+    assert_eq!(
+        watch.lines().filter(|l| l.starts_with("vm1 ")).count(),
+        4,
+        "two queues, two screens:\n{watch}"
+    );
     let human = d.ok(&["stats"]);
     assert!(human.contains("virtwire-dp0") && human.lines().any(|l| l.starts_with("vm1 ")), "{human}");
 }
