@@ -12,6 +12,7 @@
 //! receiver never stalls traffic to the others.
 
 use std::io::{Read, Write};
+use std::time::Instant;
 
 use netproto::ethernet::Mac;
 use netproto::virtio_net::NetHdr;
@@ -175,6 +176,26 @@ impl Cache {
     }
 }
 
+/// Whether a frame may wait in its sender's ring for a receive buffer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// No (flooded copies, tap senders).
+    Never,
+    /// Yes.
+    Allowed,
+    /// It has waited as long as it may.
+    Expired,
+}
+
+/// What became of one copy of a frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// Written, or dropped and counted.
+    Done,
+    /// The destination had no receive buffer (nothing counted yet).
+    NoBuffer,
+}
+
 /// What classifying a frame found.
 enum Verdict {
     Forward(Dec),
@@ -240,9 +261,12 @@ impl Runtime {
         Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst })
     }
 
-    /// Sends one classified frame to its destinations.
+    /// Sends one classified frame to its destinations. Returns true when the frame
+    /// must wait: its one destination has no receive buffer and `may_wait` allows
+    /// holding it in the sender's ring (backpressure). Flooded frames never wait: a
+    /// port without room loses its copy.
     #[inline]
-    fn deliver(&mut self, s: usize, src: &Src, d: &Dec) {
+    fn deliver(&mut self, s: usize, src: &Src, d: &Dec, wait: Wait) -> bool {
         match d.dest {
             DROP => {}
             FLOOD | FLOOD_UNKNOWN => {
@@ -256,27 +280,51 @@ impl Runtime {
                     if d.dest == FLOOD_UNKNOWN && !p.policy.takes_unicast(&d.dst) {
                         continue;
                     }
-                    self.output(t, src, d);
+                    if self.output(t, src, d) == Sent::NoBuffer {
+                        self.no_buffer(t, Wait::Never);
+                    }
                 }
             }
             t => {
                 let t = t as usize;
-                if let Some(p) = self.ports.get(t).and_then(|p| p.as_ref()) {
-                    if p.diag.is_none() && p.policy.takes_unicast(&d.dst) {
-                        self.output(t, src, d);
-                    }
+                let Some(p) = self.ports.get(t).and_then(|p| p.as_ref()) else { return false };
+                if p.diag.is_none()
+                    && p.policy.takes_unicast(&d.dst)
+                    && self.output(t, src, d) == Sent::NoBuffer
+                {
+                    return self.no_buffer(t, wait);
                 }
             }
         }
+        false
+    }
+
+    /// A frame found no receive buffer at the port in slot `t`: hold it (true) when
+    /// allowed and the port is not known to be stalled, else drop and count it. A
+    /// frame that waited past the bound marks the port stalled: until it takes a
+    /// frame again, frames for it are dropped at once instead of holding up their
+    /// senders.
+    #[cold]
+    fn no_buffer(&mut self, t: usize, wait: Wait) -> bool {
+        let Some(p) = self.ports[t].as_mut() else { return false };
+        if let Io::Vhost(v) = &mut p.io {
+            match wait {
+                Wait::Allowed if !v.stalled => return true,
+                Wait::Expired => v.stalled = true,
+                _ => {}
+            }
+        }
+        PortStats::add(&p.stats.drop_no_rx_buffer, 1);
+        false
     }
 
     /// Writes one frame to the port in slot `t`.
     #[inline]
-    fn output(&mut self, t: usize, src: &Src, d: &Dec) {
-        let Some(p) = self.ports[t].as_mut() else { return };
+    fn output(&mut self, t: usize, src: &Src, d: &Dec) -> Sent {
+        let Some(p) = self.ports[t].as_mut() else { return Sent::Done };
         let eg = p.policy.egress(d.vlan);
         if eg == Egress::Drop {
-            return;
+            return Sent::Done;
         }
         let out = Out::new(d, eg);
         let stats = &*p.stats;
@@ -284,13 +332,14 @@ impl Runtime {
             Io::Vhost(v) => {
                 let live = v.rx_live.len();
                 if live == 0 {
+                    // The guest has not started a receive queue: nothing to wait for.
                     PortStats::add(&stats.drop_no_rx_buffer, 1);
-                    return;
+                    return Sent::Done;
                 }
                 let pair = if live == 1 { v.rx_live[0] } else { v.rx_live[d.hash as usize % live] } as usize;
                 let ri = 2 * pair;
                 let (hdr_len, mrg) = (v.hdr_len, v.mrg);
-                let Some(r) = v.rings.get_mut(ri).and_then(|r| r.as_mut()) else { return };
+                let Some(r) = v.rings.get_mut(ri).and_then(|r| r.as_mut()) else { return Sent::Done };
                 if !r.open {
                     let n = match r.q.pop(&mut r.burst, BURST) {
                         Ok(n) => n,
@@ -298,7 +347,7 @@ impl Runtime {
                             r.fail(&p.name, ri, e, stats);
                             v.refresh_live();
                             PortStats::add(&stats.drop_no_rx_buffer, 1);
-                            return;
+                            return Sent::Done;
                         }
                     };
                     for i in 0..PREFETCH_AHEAD.min(n) {
@@ -320,13 +369,13 @@ impl Runtime {
                             r.fail(&p.name, ri, e, stats);
                             v.refresh_live();
                             PortStats::add(&stats.drop_no_rx_buffer, 1);
-                            return;
+                            return Sent::Done;
                         }
                     }
                     k = pick_rx(&r.burst, 0, need, mrg);
                 }
                 match k {
-                    None => PortStats::add(&stats.drop_no_rx_buffer, 1),
+                    None => return Sent::NoBuffer,
                     Some(0) => {
                         // A buffer that can never hold the frame goes back empty.
                         let tok = r.burst.chain(r.i).token();
@@ -338,8 +387,10 @@ impl Runtime {
                         write_chains(r, k, hdr_len, src, &out);
                         r.pkts += 1;
                         r.bytes += out.len as u64;
+                        v.stalled = false;
                     }
                 }
+                Sent::Done
             }
             Io::Tap(tap) => {
                 // The tap takes the frame behind a zeroed virtio-net header (no offload
@@ -367,6 +418,7 @@ impl Runtime {
                     }
                     _ => PortStats::add(&stats.drop_tap_write, 1),
                 }
+                Sent::Done
             }
         }
     }
@@ -439,7 +491,9 @@ impl Runtime {
                 }
                 let mut cache = Cache::new();
                 let mut bytes = 0u64;
-                for i in 0..n {
+                let mut done = 0;
+                while done < n {
+                    let i = done;
                     if i + PREFETCH_AHEAD < n {
                         tx.burst.chain(i + PREFETCH_AHEAD).prefetch(2);
                     }
@@ -453,18 +507,38 @@ impl Runtime {
                     };
                     match verdict {
                         Verdict::Forward(d) => {
+                            // A frame may wait for its destination's buffers up to the
+                            // bound (backpressure); past it, it is dropped.
+                            let wait = match tx.held_since {
+                                _ if self.backpressure.is_zero() => Wait::Never,
+                                None => Wait::Allowed,
+                                Some(t) if t.elapsed() < self.backpressure => Wait::Allowed,
+                                Some(_) => Wait::Expired,
+                            };
+                            if self.deliver(s, &Src::Chain(c, hdr_len), &d, wait) {
+                                if tx.held_since.is_none() {
+                                    tx.held_since = Some(Instant::now());
+                                    PortStats::add(&sp.stats.backpressure, 1);
+                                }
+                                break;
+                            }
+                            tx.held_since = None;
                             bytes += d.flen as u64;
-                            self.deliver(s, &Src::Chain(c, hdr_len), &d);
                         }
                         ref v => Self::refuse(&sp.stats, v),
                     }
                     tx.q.add_used(c.token(), 0);
+                    done += 1;
                 }
                 self.close_outputs();
-                tx.q.publish_used();
-                tx.notify(&sp.stats);
-                count_rx(&sp.stats, pair, n, bytes);
-                moved += n;
+                // Frames held for a full receiver stay in the sender's ring, in order.
+                tx.q.rewind(&tx.burst, done);
+                if done > 0 {
+                    tx.q.publish_used();
+                    tx.notify(&sp.stats);
+                    count_rx(&sp.stats, pair, done, bytes);
+                }
+                moved += done;
             }
         }
         self.ports[s] = Some(sp);
@@ -500,7 +574,8 @@ impl Runtime {
                     match verdict {
                         Verdict::Forward(d) => {
                             bytes += d.flen as u64;
-                            self.deliver(s, &Src::Buf(&t.bufs[i][HDR..len]), &d);
+                            // A tap read cannot be given back: never wait.
+                            self.deliver(s, &Src::Buf(&t.bufs[i][HDR..len]), &d, Wait::Never);
                         }
                         ref v => Self::refuse(&sp.stats, v),
                     }

@@ -52,6 +52,9 @@ pub struct PollConfig {
     pub start_window: Duration,
     /// Yield to other runnable threads (adaptive mode).
     pub yield_to_others: bool,
+    /// How long a unicast frame may wait in its sender's transmit ring for the
+    /// receiver to post a buffer before it is dropped (zero: never wait).
+    pub backpressure: Duration,
 }
 
 impl Default for PollConfig {
@@ -61,6 +64,7 @@ impl Default for PollConfig {
             max_window: Duration::from_micros(200),
             start_window: Duration::from_micros(10),
             yield_to_others: true,
+            backpressure: Duration::from_micros(500),
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct PortStats {
     pub drop_vlan: AtomicU64,
     /// Frames the tap device refused (its kernel queue was full).
     pub drop_tap_write: AtomicU64,
+    /// Times a frame from the port waited in its transmit ring because its
+    /// destination had no receive buffer (backpressure).
+    pub backpressure: AtomicU64,
     /// Bursts processed (non-empty pops of a transmit ring or reads of a tap).
     pub bursts: AtomicU64,
     /// Kicks received while the worker slept.
@@ -122,6 +125,7 @@ pub struct PortStatsSnapshot {
     pub drop_spoofed: u64,
     pub drop_vlan: u64,
     pub drop_tap_write: u64,
+    pub backpressure: u64,
     pub bursts: u64,
     pub kicks: u64,
     pub interrupts: u64,
@@ -162,6 +166,7 @@ impl PortStats {
             drop_spoofed: get(&self.drop_spoofed),
             drop_vlan: get(&self.drop_vlan),
             drop_tap_write: get(&self.drop_tap_write),
+            backpressure: get(&self.backpressure),
             bursts: get(&self.bursts),
             kicks: get(&self.kicks),
             interrupts: get(&self.interrupts),

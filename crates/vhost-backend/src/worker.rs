@@ -195,6 +195,8 @@ impl Worker {
             now: 0,
             last_aging: 0,
             window: Window::new(PollConfig::default()),
+            backpressure: PollConfig::default().backpressure,
+            first: 0,
             opened: Vec::with_capacity(256),
         };
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
@@ -287,6 +289,8 @@ pub(crate) struct Ring {
     pub(crate) pair: usize,
     /// Polls that found nothing (published to the queue's counters now and then).
     pub(crate) empty: u64,
+    /// As a transmit ring: since when its head frame waits for a receive buffer.
+    pub(crate) held_since: Option<Instant>,
 }
 
 impl Ring {
@@ -326,6 +330,9 @@ pub(crate) struct Vhost {
     pub(crate) mrg: bool,
     /// Queue pairs whose receive ring runs (where the switch may deliver).
     pub(crate) rx_live: Vec<u16>,
+    /// A frame for this port waited past the backpressure bound: frames for it are
+    /// dropped at once until it takes one again.
+    pub(crate) stalled: bool,
 }
 
 impl Vhost {
@@ -422,6 +429,10 @@ pub(crate) struct Runtime {
     pub(crate) now: u32,
     last_aging: u32,
     window: Window,
+    /// How long a frame may wait in its sender's ring for a receive buffer.
+    pub(crate) backpressure: Duration,
+    /// The port the current round started with.
+    first: usize,
     /// Receive rings (slot, ring index) opened as outputs in the current burst.
     pub(crate) opened: Vec<(u16, u16)>,
 }
@@ -570,7 +581,12 @@ impl Runtime {
     /// One round over every port; returns frames taken in.
     fn poll_round(&mut self) -> usize {
         let mut work = 0;
-        for s in 0..self.ports.len() {
+        // Each round starts one port further on, so that no sender is always first to
+        // the receive buffers a busy receiver posts.
+        let n = self.ports.len();
+        self.first = if self.first + 1 >= n { 0 } else { self.first + 1 };
+        for k in 0..n {
+            let s = if self.first + k >= n { self.first + k - n } else { self.first + k };
             let Some(p) = self.ports[s].as_mut() else { continue };
             work += match (&mut p.io, p.diag) {
                 (Io::Vhost(_), Some(_)) => p.poll_diag(),
@@ -679,9 +695,13 @@ impl Runtime {
             Ctl::AddPort(np) => {
                 let NewPort { id, name, kind, diag, frame_size, mac, policy, stats } = *np;
                 let io = match kind {
-                    PortKind::Vhost => {
-                        Io::Vhost(Vhost { rings: Vec::new(), hdr_len: 12, mrg: false, rx_live: Vec::new() })
-                    }
+                    PortKind::Vhost => Io::Vhost(Vhost {
+                        rings: Vec::new(),
+                        hdr_len: 12,
+                        mrg: false,
+                        rx_live: Vec::new(),
+                        stalled: false,
+                    }),
                     PortKind::Tap(f) => {
                         if let Err(e) = self.epoll.ctl(
                             ControlOperation::Add,
@@ -770,6 +790,7 @@ impl Runtime {
                     bytes: 0,
                     pair: i / 2,
                     empty: 0,
+                    held_since: None,
                 });
                 v.refresh_live();
             }
@@ -837,6 +858,7 @@ impl Runtime {
             Ctl::SetFdbConfig(c) => self.fdb.set_config(c),
             Ctl::SetPolling(c) => {
                 self.window = Window::new(c);
+                self.backpressure = c.backpressure;
                 self.publish_window();
             }
         }

@@ -351,3 +351,96 @@ fn tap_port_carries_arp_both_ways() {
     assert_eq!(&reply[28..32], &[10, 99, 0, 1], "for the namespace's address");
     assert!(tap.stats.snapshot().tx_packets >= 1 && tap.stats.snapshot().rx_packets >= 1);
 }
+
+fn with_backpressure(tag: &str, bound: Duration) -> Arc<Worker> {
+    let w = Worker::spawn(tag, FdbConfig::default()).unwrap();
+    w.send(vhost_backend::worker::Ctl::SetPolling(vhost_backend::PollConfig {
+        backpressure: bound,
+        ..Default::default()
+    }));
+    w
+}
+
+#[test]
+fn steady_sender_loses_nothing_next_to_a_flood() {
+    // The bound is generous so that the test threads being descheduled on a busy
+    // machine cannot make a frame expire; fairness, not the bound, is under test.
+    let w = with_backpressure("dp-fair", Duration::from_millis(200));
+    let mut a = Ep::start("faira", 1, &w, PortPolicy::default(), 1, Config::default());
+    let mut b = Ep::start("fairb", 2, &w, PortPolicy::default(), 1, Config::default());
+    let mut c = Ep::start("fairc", 3, &w, PortPolicy::default(), 1, Config::default());
+    // Everyone learns where b is.
+    b.send(0, &test_frame([0xff; 6], mac(2), 60, 0));
+    a.recv_n(1);
+    c.recv_n(1);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let flood = std::thread::spawn(move || {
+        let f = test_frame(mac(2), mac(1), 60, 0);
+        let burst: Vec<&[u8]> = (0..32).map(|_| &f[..]).collect();
+        let mut sent = 0u64;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            sent += a.dev.tx_burst(0, &burst).unwrap() as u64;
+        }
+        (sent, a)
+    });
+    // c sends 2000 frames about every 100 us while b drains everything it gets.
+    let n = 2000u64;
+    let mut next = 0u64;
+    let (mut from_a, mut seq_c) = (0u64, 0u64);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(20);
+    while seq_c < n {
+        assert!(Instant::now() < deadline, "{seq_c} of {n} steady frames arrived");
+        if next < n && start.elapsed() >= Duration::from_micros(100 * next) {
+            let f = test_frame(mac(2), mac(3), 64, next);
+            if c.dev.tx_burst(0, &[&f[..]]).unwrap() == 1 {
+                next += 1;
+            }
+        }
+        let k = b.dev.rx_burst(0, &mut b.bufs).unwrap();
+        for p in &b.bufs[..k] {
+            let f = p.data();
+            if f[6..12] == mac(3) {
+                assert_eq!(frame::check(f).unwrap().seq, seq_c, "steady frames arrive in order");
+                seq_c += 1;
+            } else {
+                from_a += 1;
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (flooded, a) = flood.join().unwrap();
+    assert!(from_a > 0 && flooded > 0, "the flood ran ({flooded} sent, {from_a} received)");
+    assert_eq!(b.port.stats.snapshot().drop_no_rx_buffer, 0, "nothing was dropped, the flood waited");
+    assert!(a.port.stats.snapshot().backpressure > 0 || from_a >= flooded, "the flood was held back");
+}
+
+#[test]
+fn a_receiver_that_takes_nothing_does_not_hold_up_others() {
+    let w = with_backpressure("dp-stall", Duration::from_millis(5));
+    let mut a = Ep::start("stalla", 1, &w, PortPolicy::default(), 1, Config::default());
+    let mut b = Ep::start("stallb", 2, &w, PortPolicy::default(), 1, Config::default());
+    let mut d = Ep::start("stalld", 3, &w, PortPolicy::default(), 1, Config::default());
+    b.send(0, &test_frame([0xff; 6], mac(2), 60, 0));
+    d.send(0, &test_frame([0xff; 6], mac(3), 60, 0));
+    a.recv_n(2);
+    d.recv_n(1);
+    // b never reads: its 256 receive buffers fill, then frames for it wait 5 ms and
+    // are dropped, and from then on dropped at once. Frames for d keep flowing.
+    for i in 0..400u64 {
+        a.send(0, &test_frame(mac(2), mac(1), 60, i));
+    }
+    for i in 0..100u64 {
+        a.send(0, &test_frame(mac(3), mac(1), 60, i));
+    }
+    let got = d.recv_n(100);
+    for (i, f) in got.iter().enumerate() {
+        assert_eq!(frame::check(f).unwrap().seq, i as u64);
+    }
+    let sb = b.port.stats.snapshot();
+    // d's broadcast took one of b's 256 buffers.
+    assert_eq!(sb.tx_packets, 256, "b took what its ring holds");
+    assert_eq!(sb.drop_no_rx_buffer, 400 - 255);
+    assert!(a.port.stats.snapshot().backpressure >= 1);
+}

@@ -209,6 +209,9 @@ pub struct PortStats {
     pub tx_bytes: u64,
     /// Bursts taken from the port.
     pub bursts: u64,
+    /// Times a frame from the port waited in its ring for a full receiver.
+    #[serde(default)]
+    pub backpressure: u64,
     /// Drops by reason.
     pub drops: Drops,
     /// Kicks received while the worker slept.

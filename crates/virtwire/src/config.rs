@@ -9,6 +9,7 @@
 //! mode = "adaptive"                # or "poll" (always spin), "interrupt" (never spin)
 //! poll_window_max_us = 200         # adaptive: longest polling window after the last frame
 //! yield = true                     # adaptive: stop spinning when a thread waits for a CPU
+//! backpressure_us = 500            # a frame waits this long for a full receiver, then drops
 //!
 //! [fdb]                            # optional
 //! max_entries = 8192
@@ -111,6 +112,10 @@ pub struct DatapathSection {
     /// Stop spinning when another thread waits for a CPU (default true).
     #[serde(default, rename = "yield")]
     pub yield_to_others: Option<bool>,
+    /// How long a frame may wait in its sender's ring for a full receiver,
+    /// microseconds (default 500; 0: drop at once).
+    #[serde(default)]
+    pub backpressure_us: Option<u64>,
 }
 
 impl DatapathSection {
@@ -126,11 +131,16 @@ impl DatapathSection {
             bail!("datapath: poll_window_max_us {max_us} is outside 1..=100000");
         }
         let max_window = std::time::Duration::from_micros(max_us);
+        let bp = self.backpressure_us.unwrap_or(d.backpressure.as_micros() as u64);
+        if bp > 1_000_000 {
+            bail!("datapath: backpressure_us {bp} is outside 0..=1000000");
+        }
         Ok(PollConfig {
             mode,
             max_window,
             start_window: d.start_window.min(max_window),
             yield_to_others: self.yield_to_others.unwrap_or(d.yield_to_others),
+            backpressure: std::time::Duration::from_micros(bp),
         })
     }
 }

@@ -75,6 +75,7 @@ impl Entry {
             tx_packets: s.tx_packets,
             tx_bytes: s.tx_bytes,
             bursts: s.bursts,
+            backpressure: s.backpressure,
             drops: Drops {
                 no_rx_buffer: s.drop_no_rx_buffer,
                 rx_buffer_small: s.drop_rx_buffer_small,

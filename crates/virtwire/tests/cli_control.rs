@@ -403,6 +403,7 @@ fn stats_json_has_the_documented_shape() {
         "tx_packets",
         "tx_bytes",
         "bursts",
+        "backpressure",
         "drops",
         "kicks",
         "interrupts",
