@@ -73,6 +73,8 @@ pub struct PortSpec {
     pub policy: crate::policy::PortPolicy,
     /// Frame size for [`DiagMode::Source`].
     pub diag_frame_size: usize,
+    /// Interrupt coalescing.
+    pub coalesce: crate::polling::Coalesce,
 }
 
 /// Virtio feature bits this device offers. Offload bits come with checksum and

@@ -129,7 +129,7 @@ fn sink(v: &mut Vhost, name: &str, stats: &PortStats, pair: usize) -> usize {
         tx.q.add_used(c.token(), 0);
     }
     tx.q.publish_used();
-    tx.notify(stats);
+    tx.notify(stats, n);
     PortStats::add(&stats.rx_packets, n as u64);
     PortStats::add(&stats.rx_bytes, bytes);
     PortStats::add(&stats.bursts, 1);
@@ -205,7 +205,7 @@ fn source(
     rx.q.rewind(&rx.burst, ri);
     if ri > 0 {
         rx.q.publish_used();
-        rx.notify(stats);
+        rx.notify(stats, ri);
     }
     *seq_out = seq;
     PortStats::add(&stats.tx_packets, sent as u64);
@@ -327,11 +327,11 @@ fn reflect(v: &mut Vhost, name: &str, stats: &PortStats, pair: usize) -> usize {
     // Received frames first: they are what the guest is waiting for.
     if ri > 0 {
         rx.q.publish_used();
-        rx.notify(stats);
+        rx.notify(stats, ri);
     }
     if ti > 0 {
         tx.q.publish_used();
-        tx.notify(stats);
+        tx.notify(stats, ti);
     }
     PortStats::add(&stats.rx_packets, ti as u64);
     PortStats::add(&stats.tx_packets, delivered);

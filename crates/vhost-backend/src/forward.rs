@@ -438,7 +438,7 @@ impl Runtime {
             r.q.rewind(&r.burst, r.i);
             if r.i > 0 {
                 r.q.publish_used();
-                r.notify(&p.stats);
+                r.notify(&p.stats, r.pkts as usize);
             }
             let st = &*p.stats;
             PortStats::add(&st.tx_packets, r.pkts);
@@ -535,7 +535,7 @@ impl Runtime {
                 tx.q.rewind(&tx.burst, done);
                 if done > 0 {
                     tx.q.publish_used();
-                    tx.notify(&sp.stats);
+                    tx.notify(&sp.stats, done);
                     count_rx(&sp.stats, pair, done, bytes);
                 }
                 moved += done;

@@ -122,6 +122,37 @@ impl Window {
     }
 }
 
+/// Interrupt coalescing of one port, with the meaning of the virtio-net
+/// VIRTIO_NET_CTRL_NOTF_COAL_RX_SET / _TX_SET parameters (virtio 1.3 5.1.6.5.6) and of
+/// `ethtool -C` rx-usecs/rx-frames/tx-usecs/tx-frames: a used-buffer notification the
+/// driver asked for is sent once `frames` buffers were used since the first one it
+/// covers, or `usecs` after that first one, whichever comes first. `rx` is the guest's
+/// receive queues, `tx` its transmit queues. All zero (the default): every notification
+/// is sent at the end of its burst. QEMU keeps the control queue of a vhost-user
+/// device, so these come from the port's configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Coalesce {
+    /// Receive queues: most microseconds a notification waits.
+    pub rx_usecs: u32,
+    /// Receive queues: buffers that trigger it.
+    pub rx_frames: u32,
+    /// Transmit queues: most microseconds a notification waits.
+    pub tx_usecs: u32,
+    /// Transmit queues: buffers that trigger it.
+    pub tx_frames: u32,
+}
+
+impl Coalesce {
+    /// (usecs, frames) for ring `ring` of a virtio-net device (even: receive).
+    pub fn for_ring(&self, ring: usize) -> (u32, u32) {
+        if ring.is_multiple_of(2) {
+            (self.rx_usecs, self.rx_frames)
+        } else {
+            (self.tx_usecs, self.tx_frames)
+        }
+    }
+}
+
 /// True when more threads are runnable than there are online CPUs (someone waits for
 /// a CPU). Reads /proc/loadavg ("0.00 0.01 0.05 R/T last_pid": R counts running and
 /// runnable threads, ourselves included).

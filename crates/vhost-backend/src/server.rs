@@ -146,6 +146,7 @@ impl Port {
             frame_size: spec.diag_frame_size,
             mac: spec.mac,
             policy: spec.policy.clone(),
+            coalesce: spec.coalesce,
             stats: stats.clone(),
         })));
         let thread = {

@@ -47,6 +47,7 @@ impl TapPort {
             frame_size: 64,
             mac: netproto::ethernet::Mac::default(),
             policy,
+            coalesce: Default::default(),
             stats: stats.clone(),
         })));
         Ok(TapPort { name: name.to_string(), ifname: ifname.to_string(), stats, id, worker, removed: false })

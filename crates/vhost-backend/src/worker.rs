@@ -22,7 +22,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use crate::device::DiagMode;
 use crate::fdb::{Fdb, FdbConfig, Slot};
 use crate::policy::PortPolicy;
-use crate::polling::{PollConfig, PollMode, Window};
+use crate::polling::{Coalesce, PollConfig, PollMode, Window};
 use crate::stats::{FdbStats, PortStats, WorkerStats};
 use crate::sys;
 
@@ -70,6 +70,8 @@ pub struct NewPort {
     pub mac: Mac,
     /// VLANs and address filters.
     pub policy: PortPolicy,
+    /// Interrupt coalescing.
+    pub coalesce: Coalesce,
     /// Counters.
     pub stats: Arc<PortStats>,
 }
@@ -197,6 +199,7 @@ impl Worker {
             window: Window::new(PollConfig::default()),
             backpressure: PollConfig::default().backpressure,
             first: 0,
+            coalescing: 0,
             opened: Vec::with_capacity(256),
         };
         let thread = std::thread::Builder::new().name(name.to_string()).spawn(move || rt.run())?;
@@ -291,20 +294,60 @@ pub(crate) struct Ring {
     pub(crate) empty: u64,
     /// As a transmit ring: since when its head frame waits for a receive buffer.
     pub(crate) held_since: Option<Instant>,
+    /// Interrupt coalescing limits (0, 0: none).
+    coal_usecs: u32,
+    coal_frames: u32,
+    /// A notification the driver asked for waits: since when, and buffers used since.
+    irq_since: Option<Instant>,
+    irq_frames: u32,
 }
 
 impl Ring {
+    /// After publishing `n` used buffers: sends the driver a notification if it asked
+    /// for one (EVENT_IDX or the flags), at once or, with coalescing, once enough
+    /// buffers or time have gone by.
     #[inline]
-    pub(crate) fn notify(&mut self, stats: &PortStats) {
+    pub(crate) fn notify(&mut self, stats: &PortStats, n: usize) {
         let q = stats.queue(self.pair);
-        if self.q.needs_notify() {
-            if let Some(c) = &self.call {
-                let _ = (&*c).write(&1u64.to_ne_bytes());
-                PortStats::add(&stats.interrupts, 1);
-                PortStats::add(&q.interrupts, 1);
-            }
-        } else {
+        let wanted = self.q.needs_notify();
+        if !wanted {
             PortStats::add(&q.interrupts_suppressed, 1);
+        }
+        if self.coal_usecs == 0 && self.coal_frames <= 1 {
+            if wanted {
+                self.signal(stats);
+            }
+            return;
+        }
+        if wanted && self.irq_since.is_none() {
+            self.irq_since = Some(Instant::now());
+            self.irq_frames = 0;
+        }
+        if self.irq_since.is_some() {
+            self.irq_frames = self.irq_frames.saturating_add(n as u32);
+            self.flush_irq(stats, false);
+        }
+    }
+
+    /// Sends a coalesced notification that is due (or any pending one, with `force`).
+    /// Returns true while one still waits.
+    pub(crate) fn flush_irq(&mut self, stats: &PortStats, force: bool) -> bool {
+        let Some(t) = self.irq_since else { return false };
+        let due = force
+            || (self.coal_frames > 0 && self.irq_frames >= self.coal_frames)
+            || t.elapsed() >= Duration::from_micros(self.coal_usecs as u64);
+        if due {
+            self.irq_since = None;
+            self.signal(stats);
+        }
+        !due
+    }
+
+    fn signal(&mut self, stats: &PortStats) {
+        if let Some(c) = &self.call {
+            let _ = (&*c).write(&1u64.to_ne_bytes());
+            PortStats::add(&stats.interrupts, 1);
+            PortStats::add(&stats.queue(self.pair).interrupts, 1);
         }
     }
 
@@ -371,6 +414,7 @@ pub(crate) struct PortRt {
     pub(crate) name: String,
     pub(crate) diag: Option<DiagMode>,
     pub(crate) policy: PortPolicy,
+    pub(crate) coalesce: Coalesce,
     pub(crate) stats: Arc<PortStats>,
     pub(crate) io: Io,
     /// diag = source: the frame template and sequence number.
@@ -433,6 +477,8 @@ pub(crate) struct Runtime {
     pub(crate) backpressure: Duration,
     /// The port the current round started with.
     first: usize,
+    /// Ports with interrupt coalescing (0: no notification is ever deferred).
+    coalescing: usize,
     /// Receive rings (slot, ring index) opened as outputs in the current burst.
     pub(crate) opened: Vec<(u16, u16)>,
 }
@@ -501,6 +547,9 @@ impl Runtime {
                 self.stats.busy_cycles.store(busy_c, Ordering::Relaxed);
                 self.stats.packets.store(pkts, Ordering::Relaxed);
                 busy_rounds = busy_rounds.wrapping_add(1);
+                if self.coalescing > 0 && busy_rounds.is_multiple_of(64) {
+                    self.flush_irqs();
+                }
                 if busy_rounds.is_multiple_of(4096) {
                     // Under constant load the idle path never runs: keep the table's
                     // clock moving.
@@ -523,6 +572,11 @@ impl Runtime {
                 self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
                 self.tick();
                 self.publish_local();
+                if self.coalescing > 0 && self.flush_irqs() {
+                    // A deferred notification is due within microseconds: keep
+                    // polling rather than sleep past it.
+                    continue;
+                }
                 let Some(window) = window else { continue };
                 let spun = idle_start.map(|t| t.elapsed()).unwrap_or_default();
                 if spun < window {
@@ -541,12 +595,31 @@ impl Runtime {
             }
             self.stats.idle_cycles.store(idle_c, Ordering::Relaxed);
             self.publish_local();
+            if self.coalescing > 0 && self.flush_irqs() {
+                continue;
+            }
             self.sleep(&mut events);
             slept = true;
             PortStats::add(&self.stats.sleeps, 1);
             self.tick();
             idle = 0;
         }
+    }
+
+    /// Sends the coalesced notifications that are due; true while some still wait.
+    fn flush_irqs(&mut self) -> bool {
+        let mut waiting = false;
+        for p in self.ports.iter_mut().flatten() {
+            let Io::Vhost(v) = &mut p.io else { continue };
+            for r in v.rings.iter_mut().flatten() {
+                waiting |= r.flush_irq(&p.stats, false);
+            }
+        }
+        waiting
+    }
+
+    fn count_coalescing(&mut self) {
+        self.coalescing = self.ports.iter().flatten().filter(|p| p.coalesce != Coalesce::default()).count();
     }
 
     /// Publishes counters kept in plain fields on the hot path.
@@ -693,7 +766,7 @@ impl Runtime {
     fn apply(&mut self, c: Ctl) {
         match c {
             Ctl::AddPort(np) => {
-                let NewPort { id, name, kind, diag, frame_size, mac, policy, stats } = *np;
+                let NewPort { id, name, kind, diag, frame_size, mac, policy, coalesce, stats } = *np;
                 let io = match kind {
                     PortKind::Vhost => Io::Vhost(Vhost {
                         rings: Vec::new(),
@@ -724,6 +797,7 @@ impl Runtime {
                     name,
                     diag,
                     policy,
+                    coalesce,
                     stats,
                     io,
                     frame: crate::diag::source_frame(mac, frame_size),
@@ -734,6 +808,7 @@ impl Runtime {
                     None if self.ports.len() < Slot::MAX as usize - 3 => self.ports.push(Some(port)),
                     None => eprintln!("virtwire: port {}: too many ports on one worker", port.name),
                 }
+                self.count_coalescing();
             }
             Ctl::RemovePort { id } => {
                 if let Some(s) = self.slot_of(id) {
@@ -749,6 +824,7 @@ impl Runtime {
                         Io::Tap(t) => self.unwatch(&t.f),
                     }
                     self.fdb.flush(Some(s as Slot));
+                    self.count_coalescing();
                 }
             }
             Ctl::Start { id, ring, mut queue, kick, call, err, hdr_len, mrg_rxbuf } => {
@@ -774,6 +850,7 @@ impl Runtime {
                     }
                 }
                 queue.disable_kicks();
+                let coal = p.coalesce.for_ring(i);
                 v.hdr_len = hdr_len;
                 v.mrg = mrg_rxbuf;
                 v.rings[i] = Some(Ring {
@@ -791,6 +868,10 @@ impl Runtime {
                     pair: i / 2,
                     empty: 0,
                     held_since: None,
+                    coal_usecs: coal.0,
+                    coal_frames: coal.1,
+                    irq_since: None,
+                    irq_frames: 0,
                 });
                 v.refresh_live();
             }

@@ -26,6 +26,18 @@ struct Ep {
 
 impl Ep {
     fn start(tag: &str, id: u32, w: &Arc<Worker>, policy: PortPolicy, qps: u16, cfg: Config) -> Ep {
+        Ep::start_coalesced(tag, id, w, policy, qps, cfg, Default::default())
+    }
+
+    fn start_coalesced(
+        tag: &str,
+        id: u32,
+        w: &Arc<Worker>,
+        policy: PortPolicy,
+        qps: u16,
+        cfg: Config,
+        coalesce: vhost_backend::polling::Coalesce,
+    ) -> Ep {
         let sock = std::env::temp_dir().join(format!("vw-sw-{tag}-{}.sock", std::process::id()));
         let _ = std::fs::remove_file(&sock);
         let spec = PortSpec {
@@ -36,6 +48,7 @@ impl Ep {
             diag: None,
             policy,
             diag_frame_size: 64,
+            coalesce,
         };
         let port = Port::start(spec, &sock, SocketMode::Server, id, w.clone()).unwrap();
         let dev = VirtioUser::connect(&sock, &Config { queue_pairs: qps, ..cfg }).unwrap();
@@ -443,4 +456,49 @@ fn a_receiver_that_takes_nothing_does_not_hold_up_others() {
     assert_eq!(sb.tx_packets, 256, "b took what its ring holds");
     assert_eq!(sb.drop_no_rx_buffer, 400 - 255);
     assert!(a.port.stats.snapshot().backpressure >= 1);
+}
+
+/// Sends `n` frames from a to b, one every `gap`, on a thread of its own, while b waits
+/// for interrupts; returns b's interrupts and the frames it got.
+fn paced_to_waiting_receiver(coal: vhost_backend::polling::Coalesce, n: u64, gap: Duration) -> (u64, u64) {
+    let w = Worker::spawn("dp-coal", FdbConfig::default()).unwrap();
+    let mut a = Ep::start("coala", 1, &w, PortPolicy::default(), 1, Config::default());
+    let mut b = Ep::start_coalesced("coalb", 2, &w, PortPolicy::default(), 1, Config::default(), coal);
+    b.send(0, &test_frame([0xff; 6], mac(2), 60, 0));
+    a.recv_n(1);
+    let sender = std::thread::spawn(move || {
+        for i in 0..n {
+            a.send(0, &test_frame(mac(2), mac(1), 60, i));
+            std::thread::sleep(gap);
+        }
+        a
+    });
+    let mut got = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got < n && Instant::now() < deadline {
+        let qp = b.dev.queue_pair(0).unwrap();
+        qp.wait_rx(Duration::from_millis(200)).unwrap();
+        got += b.dev.rx_burst(0, &mut b.bufs).unwrap() as u64;
+    }
+    let _a = sender.join().unwrap();
+    (b.port.stats.queue_snapshots()[0].interrupts, got)
+}
+
+#[test]
+fn interrupt_coalescing_by_frames_and_time() {
+    use vhost_backend::polling::Coalesce;
+    let gap = Duration::from_micros(500);
+    let (plain, got) = paced_to_waiting_receiver(Coalesce::default(), 64, gap);
+    assert_eq!(got, 64);
+    // Up to 16 frames or 20 ms per interrupt: 64 frames 0.5 ms apart need about four.
+    let coal = Coalesce { rx_frames: 16, rx_usecs: 20_000, ..Default::default() };
+    let (coalesced, got) = paced_to_waiting_receiver(coal, 64, gap);
+    assert_eq!(got, 64, "every frame arrives");
+    assert!(plain >= 32, "without coalescing about one interrupt per frame: {plain}");
+    assert!((2..=12).contains(&coalesced), "coalesced into a few: {coalesced} (plain {plain})");
+    // Time bound: three frames, far fewer than 16, still interrupt the receiver.
+    let coal = Coalesce { rx_frames: 16, rx_usecs: 5_000, ..Default::default() };
+    let (n, got) = paced_to_waiting_receiver(coal, 3, Duration::from_millis(1));
+    assert_eq!(got, 3);
+    assert!(n >= 1, "the time bound fired");
 }

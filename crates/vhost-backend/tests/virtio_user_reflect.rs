@@ -30,6 +30,7 @@ fn reflect_port(tag: &str, queue_pairs: u16, id: u32, worker: &Arc<Worker>) -> (
         diag: Some(DiagMode::Reflect),
         policy: Default::default(),
         diag_frame_size: 64,
+        coalesce: Default::default(),
     };
     (Port::start(spec, &sock, SocketMode::Server, id, worker.clone()).unwrap(), sock)
 }
@@ -208,6 +209,7 @@ fn client_mode_reconnects_when_the_frontend_restarts() {
         diag: Some(DiagMode::Reflect),
         policy: Default::default(),
         diag_frame_size: 64,
+        coalesce: Default::default(),
     };
     let port = Port::start(spec, &sock, SocketMode::Client, 3, worker.clone()).unwrap();
     let mut dev = listener.accept(&Config::default()).unwrap();

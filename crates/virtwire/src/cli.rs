@@ -81,6 +81,18 @@ pub struct PortAddArgs {
     /// Frame size of --diag source.
     #[arg(long)]
     diag_frame_size: Option<usize>,
+    /// vhost-user: a receive notification waits at most this many microseconds.
+    #[arg(long)]
+    coalesce_rx_usecs: Option<u32>,
+    /// vhost-user: ... or until this many frames arrived.
+    #[arg(long)]
+    coalesce_rx_frames: Option<u32>,
+    /// vhost-user: a transmit completion notification waits at most this many microseconds.
+    #[arg(long)]
+    coalesce_tx_usecs: Option<u32>,
+    /// vhost-user: ... or until this many frames were sent.
+    #[arg(long)]
+    coalesce_tx_frames: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -357,6 +369,10 @@ pub fn port(run_dir: &Path, cmd: PortCmd) -> Result<()> {
                 promiscuous: a.promiscuous.then_some(true),
                 diag: a.diag,
                 diag_frame_size: a.diag_frame_size,
+                coalesce_rx_usecs: a.coalesce_rx_usecs,
+                coalesce_rx_frames: a.coalesce_rx_frames,
+                coalesce_tx_usecs: a.coalesce_tx_usecs,
+                coalesce_tx_frames: a.coalesce_tx_frames,
             };
             let (_, info): (_, PortInfo) = call(run_dir, &Request::PortAdd { port: Box::new(cfg) })?;
             println!("port {}: {}", info.name, crate::switch::describe(&info));

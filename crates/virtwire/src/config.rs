@@ -193,6 +193,19 @@ pub struct PortConfig {
     /// Frame size for diag = "source" (default 64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diag_frame_size: Option<usize>,
+    /// vhost-user: interrupt coalescing of the guest's receive queues: most
+    /// microseconds a notification waits (like `ethtool -C rx-usecs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_rx_usecs: Option<u32>,
+    /// vhost-user: frames that trigger a receive notification (`rx-frames`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_rx_frames: Option<u32>,
+    /// vhost-user: the same for the guest's transmit queues (`tx-usecs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_tx_usecs: Option<u32>,
+    /// vhost-user: frames that trigger a transmit completion notification (`tx-frames`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesce_tx_frames: Option<u32>,
 }
 
 /// How a validated port attaches.
@@ -327,8 +340,18 @@ impl PortConfig {
                         socket.display()
                     );
                 }
+                let coalesce = self.coalesce()?;
                 Ok(Port {
-                    spec: PortSpec { name: n.clone(), queue_pairs, mac, mtu, diag, policy, diag_frame_size },
+                    spec: PortSpec {
+                        name: n.clone(),
+                        queue_pairs,
+                        mac,
+                        mtu,
+                        diag,
+                        policy,
+                        diag_frame_size,
+                        coalesce,
+                    },
                     attach: Attach::VhostUser { socket, mode },
                 })
             }
@@ -341,6 +364,10 @@ impl PortConfig {
                     ("mtu", self.mtu.is_some()),
                     ("diag", self.diag.is_some()),
                     ("diag_frame_size", self.diag_frame_size.is_some()),
+                    ("coalesce_rx_usecs", self.coalesce_rx_usecs.is_some()),
+                    ("coalesce_rx_frames", self.coalesce_rx_frames.is_some()),
+                    ("coalesce_tx_usecs", self.coalesce_tx_usecs.is_some()),
+                    ("coalesce_tx_frames", self.coalesce_tx_frames.is_some()),
                 ];
                 if let Some((field, _)) = only_vhost.iter().find(|(_, set)| *set) {
                     bail!("port {n}: {field}: only vhost-user ports have this setting");
@@ -356,12 +383,38 @@ impl PortConfig {
                         diag: None,
                         policy,
                         diag_frame_size: 64,
+                        coalesce: Default::default(),
                     },
                     attach: Attach::Tap { ifname },
                 })
             }
             k => bail!("port {n}: type {k:?} is not supported (expected \"vhost-user\" or \"tap\")"),
         }
+    }
+
+    /// Interrupt coalescing; errors name the field.
+    fn coalesce(&self) -> Result<vhost_backend::polling::Coalesce> {
+        let n = &self.name;
+        let usecs = |f: &str, v: Option<u32>| -> Result<u32> {
+            let v = v.unwrap_or(0);
+            if v > 100_000 {
+                bail!("port {n}: {f} {v} is outside 0..=100000");
+            }
+            Ok(v)
+        };
+        let frames = |f: &str, v: Option<u32>| -> Result<u32> {
+            let v = v.unwrap_or(0);
+            if v > 4096 {
+                bail!("port {n}: {f} {v} is outside 0..=4096");
+            }
+            Ok(v)
+        };
+        Ok(vhost_backend::polling::Coalesce {
+            rx_usecs: usecs("coalesce_rx_usecs", self.coalesce_rx_usecs)?,
+            rx_frames: frames("coalesce_rx_frames", self.coalesce_rx_frames)?,
+            tx_usecs: usecs("coalesce_tx_usecs", self.coalesce_tx_usecs)?,
+            tx_frames: frames("coalesce_tx_frames", self.coalesce_tx_frames)?,
+        })
     }
 
     /// The VLAN and address policy.
@@ -620,6 +673,9 @@ mod tests {
         assert!(err("[[port]]\nname='p d'\ntype='tap'").contains("name must be"));
         assert!(err("[fdb]\nmax_per_port=0").contains("fdb: max_per_port"));
         assert!(err("[datapath]\nmode='busy'").contains("datapath: mode"));
+        assert!(err("[[port]]\nname='c'\ntype='vhost-user'\ncoalesce_rx_usecs=200000")
+            .contains("port c: coalesce_rx_usecs 200000"));
+        assert!(err("[[port]]\nname='c'\ntype='tap'\ncoalesce_tx_frames=4").contains("only vhost-user"));
         assert!(err("[datapath]\npoll_window_max_us=0").contains("poll_window_max_us"));
         let c = parse("[datapath]\nmode='poll'\nyield=false\n").unwrap();
         assert_eq!(c.polling.mode, PollMode::Poll);

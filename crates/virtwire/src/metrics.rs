@@ -296,7 +296,11 @@ mod tests {
         // Every sample's family has HELP and TYPE.
         for l in t.lines().filter(|l| !l.starts_with('#')) {
             let name = l.split(['{', ' ']).next().unwrap();
-            assert!(t.contains(&format!("# TYPE {name} ")), "{name}");
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| t.contains(&format!("# TYPE {b} histogram"))))
+                .unwrap_or(name);
+            assert!(t.contains(&format!("# TYPE {family} ")), "{name}");
         }
     }
 }
