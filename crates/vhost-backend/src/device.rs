@@ -75,6 +75,9 @@ pub struct PortSpec {
     pub diag_frame_size: usize,
     /// Interrupt coalescing.
     pub coalesce: crate::polling::Coalesce,
+    /// Feature bits not to offer even though the device supports them (a port
+    /// configured with `event_idx = false` withholds VIRTIO_RING_F_EVENT_IDX, say).
+    pub withheld_features: u64,
 }
 
 /// Virtio feature bits this device offers. Offload bits come with checksum and
@@ -101,7 +104,7 @@ pub fn offered_features(spec: &PortSpec) -> u64 {
     if spec.mtu != 0 {
         f |= nf::MTU;
     }
-    f
+    f & !spec.withheld_features
 }
 
 /// Protocol features this device offers (REPLY_ACK is added by the `vhost` crate).

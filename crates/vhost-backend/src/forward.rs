@@ -341,7 +341,7 @@ impl Runtime {
                 let (hdr_len, mrg) = (v.hdr_len, v.mrg);
                 let Some(r) = v.rings.get_mut(ri).and_then(|r| r.as_mut()) else { return Sent::Done };
                 if !r.open {
-                    let n = match r.q.pop(&mut r.burst, BURST) {
+                    let n = match r.q.pop(&mut r.burst, self.burst) {
                         Ok(n) => n,
                         Err(e) => {
                             r.fail(&p.name, ri, e, stats);
@@ -358,11 +358,11 @@ impl Runtime {
                 }
                 let need = hdr_len + out.len;
                 let mut k = pick_rx(&r.burst, r.i, need, mrg);
-                if k.is_none() && r.n == BURST && r.i > 0 {
+                if k.is_none() && r.n == self.burst && r.i > 0 {
                     // This burst of buffers is used up: publish it and take the next.
                     r.q.rewind(&r.burst, r.i);
                     r.q.publish_used();
-                    match r.q.pop(&mut r.burst, BURST) {
+                    match r.q.pop(&mut r.burst, self.burst) {
                         Ok(n) => (r.n, r.i) = (n, 0),
                         Err(e) => {
                             (r.n, r.i) = (0, 0);
@@ -476,7 +476,7 @@ impl Runtime {
                 if tx.broken || !tx.q.has_avail() {
                     continue;
                 }
-                let n = match tx.q.pop(&mut tx.burst, BURST) {
+                let n = match tx.q.pop(&mut tx.burst, self.burst) {
                     Ok(n) => n,
                     Err(e) => {
                         tx.fail(&sp.name, ti, e, &sp.stats);

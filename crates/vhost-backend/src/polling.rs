@@ -55,6 +55,9 @@ pub struct PollConfig {
     /// How long a unicast frame may wait in its sender's transmit ring for the
     /// receiver to post a buffer before it is dropped (zero: never wait).
     pub backpressure: Duration,
+    /// Most frames taken from a transmit ring, or receive buffers popped, at once
+    /// (1..=32; 32 by default).
+    pub burst: usize,
 }
 
 impl Default for PollConfig {
@@ -65,6 +68,7 @@ impl Default for PollConfig {
             start_window: Duration::from_micros(10),
             yield_to_others: true,
             backpressure: Duration::from_micros(500),
+            burst: 32,
         }
     }
 }

@@ -199,6 +199,7 @@ impl Worker {
             window: Window::new(PollConfig::default()),
             backpressure: PollConfig::default().backpressure,
             first: 0,
+            burst: BURST,
             coalescing: 0,
             opened: Vec::with_capacity(256),
         };
@@ -477,6 +478,8 @@ pub(crate) struct Runtime {
     pub(crate) backpressure: Duration,
     /// The port the current round started with.
     first: usize,
+    /// Burst size of the switching path (`PollConfig::burst`).
+    pub(crate) burst: usize,
     /// Ports with interrupt coalescing (0: no notification is ever deferred).
     coalescing: usize,
     /// Receive rings (slot, ring index) opened as outputs in the current burst.
@@ -940,6 +943,7 @@ impl Runtime {
             Ctl::SetPolling(c) => {
                 self.window = Window::new(c);
                 self.backpressure = c.backpressure;
+                self.burst = c.burst.clamp(1, BURST);
                 self.publish_window();
             }
         }

@@ -49,6 +49,7 @@ impl Ep {
             policy,
             diag_frame_size: 64,
             coalesce,
+            withheld_features: 0,
         };
         let port = Port::start(spec, &sock, SocketMode::Server, id, w.clone()).unwrap();
         let dev = VirtioUser::connect(&sock, &Config { queue_pairs: qps, ..cfg }).unwrap();

@@ -31,6 +31,7 @@ fn reflect_port(tag: &str, queue_pairs: u16, id: u32, worker: &Arc<Worker>) -> (
         policy: Default::default(),
         diag_frame_size: 64,
         coalesce: Default::default(),
+        withheld_features: 0,
     };
     (Port::start(spec, &sock, SocketMode::Server, id, worker.clone()).unwrap(), sock)
 }
@@ -210,6 +211,7 @@ fn client_mode_reconnects_when_the_frontend_restarts() {
         policy: Default::default(),
         diag_frame_size: 64,
         coalesce: Default::default(),
+        withheld_features: 0,
     };
     let port = Port::start(spec, &sock, SocketMode::Client, 3, worker.clone()).unwrap();
     let mut dev = listener.accept(&Config::default()).unwrap();

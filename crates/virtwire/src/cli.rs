@@ -93,6 +93,9 @@ pub struct PortAddArgs {
     /// vhost-user: ... or until this many frames were sent.
     #[arg(long)]
     coalesce_tx_frames: Option<u32>,
+    /// vhost-user: do not offer VIRTIO_RING_F_EVENT_IDX (notification flags only).
+    #[arg(long)]
+    no_event_idx: bool,
 }
 
 #[derive(Subcommand)]
@@ -373,6 +376,7 @@ pub fn port(run_dir: &Path, cmd: PortCmd) -> Result<()> {
                 coalesce_rx_frames: a.coalesce_rx_frames,
                 coalesce_tx_usecs: a.coalesce_tx_usecs,
                 coalesce_tx_frames: a.coalesce_tx_frames,
+                event_idx: a.no_event_idx.then_some(false),
             };
             let (_, info): (_, PortInfo) = call(run_dir, &Request::PortAdd { port: Box::new(cfg) })?;
             println!("port {}: {}", info.name, crate::switch::describe(&info));

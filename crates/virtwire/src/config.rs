@@ -10,6 +10,7 @@
 //! poll_window_max_us = 200         # adaptive: longest polling window after the last frame
 //! yield = true                     # adaptive: stop spinning when a thread waits for a CPU
 //! backpressure_us = 500            # a frame waits this long for a full receiver, then drops
+//! burst = 32                       # frames per burst (1..=32)
 //!
 //! [fdb]                            # optional
 //! max_entries = 8192
@@ -116,6 +117,9 @@ pub struct DatapathSection {
     /// microseconds (default 500; 0: drop at once).
     #[serde(default)]
     pub backpressure_us: Option<u64>,
+    /// Frames per burst, 1..=32 (default 32).
+    #[serde(default)]
+    pub burst: Option<usize>,
 }
 
 impl DatapathSection {
@@ -135,7 +139,12 @@ impl DatapathSection {
         if bp > 1_000_000 {
             bail!("datapath: backpressure_us {bp} is outside 0..=1000000");
         }
+        let burst = self.burst.unwrap_or(d.burst);
+        if !(1..=32).contains(&burst) {
+            bail!("datapath: burst {burst} is outside 1..=32");
+        }
         Ok(PollConfig {
+            burst,
             mode,
             max_window,
             start_window: d.start_window.min(max_window),
@@ -206,6 +215,10 @@ pub struct PortConfig {
     /// vhost-user: frames that trigger a transmit completion notification (`tx-frames`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coalesce_tx_frames: Option<u32>,
+    /// vhost-user: offer VIRTIO_RING_F_EVENT_IDX (default true; false makes the guest
+    /// and the switch fall back to the plain notification flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_idx: Option<bool>,
 }
 
 /// How a validated port attaches.
@@ -351,6 +364,11 @@ impl PortConfig {
                         policy,
                         diag_frame_size,
                         coalesce,
+                        withheld_features: if self.event_idx == Some(false) {
+                            virtq::features::EVENT_IDX
+                        } else {
+                            0
+                        },
                     },
                     attach: Attach::VhostUser { socket, mode },
                 })
@@ -368,6 +386,7 @@ impl PortConfig {
                     ("coalesce_rx_frames", self.coalesce_rx_frames.is_some()),
                     ("coalesce_tx_usecs", self.coalesce_tx_usecs.is_some()),
                     ("coalesce_tx_frames", self.coalesce_tx_frames.is_some()),
+                    ("event_idx", self.event_idx.is_some()),
                 ];
                 if let Some((field, _)) = only_vhost.iter().find(|(_, set)| *set) {
                     bail!("port {n}: {field}: only vhost-user ports have this setting");
@@ -384,6 +403,7 @@ impl PortConfig {
                         policy,
                         diag_frame_size: 64,
                         coalesce: Default::default(),
+                        withheld_features: 0,
                     },
                     attach: Attach::Tap { ifname },
                 })
