@@ -10,6 +10,8 @@ log() { printf '\n== %s\n' "$*"; }
 APT_PACKAGES=(pkg-config
     # Linux guests for the guest tests (scripts/guest/build.sh, tests/support/guest.rs).
     qemu-system-x86 linux-image-amd64 busybox-static iperf3 ethtool cpio xz-utils zstd
+    # Network namespaces for the tap ports of the switch tests (tests/guest_switch.rs).
+    iproute2
     # DPDK testpmd and its vhost PMD: the reference vhost-user backend (tests/support/testpmd.rs).
     dpdk-dev librte-net-vhost23 librte-mempool-ring23)
 

@@ -505,6 +505,8 @@ impl Runtime {
                         let src = Src::Chain(c, hdr_len);
                         self.classify(s, &sp.policy, &src, total - hdr_len, &mut cache)
                     };
+                    // Received bytes count every frame taken, like received packets.
+                    let flen = total.saturating_sub(hdr_len) as u64;
                     match verdict {
                         Verdict::Forward(d) => {
                             // A frame may wait for its destination's buffers up to the
@@ -523,10 +525,10 @@ impl Runtime {
                                 break;
                             }
                             tx.held_since = None;
-                            bytes += d.flen as u64;
                         }
                         ref v => Self::refuse(&sp.stats, v),
                     }
+                    bytes += flen;
                     tx.q.add_used(c.token(), 0);
                     done += 1;
                 }
@@ -571,9 +573,9 @@ impl Runtime {
                         let src = Src::Buf(&t.bufs[i][HDR..len]);
                         self.classify(s, &sp.policy, &src, len - HDR, &mut cache)
                     };
+                    bytes += len.saturating_sub(HDR) as u64;
                     match verdict {
                         Verdict::Forward(d) => {
-                            bytes += d.flen as u64;
                             // A tap read cannot be given back: never wait.
                             self.deliver(s, &Src::Buf(&t.bufs[i][HDR..len]), &d, Wait::Never);
                         }

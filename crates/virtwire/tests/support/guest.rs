@@ -77,6 +77,9 @@ pub struct GuestSpec {
     pub extra_cmdline: String,
     /// Machine and device transport.
     pub transport: Transport,
+    /// Keep QEMU's stdin (the serial console's input) open for [`Guest::send_console`];
+    /// otherwise it is `/dev/null`.
+    pub console_input: bool,
 }
 
 impl GuestSpec {
@@ -98,6 +101,7 @@ impl GuestSpec {
             extra_device_opts: String::new(),
             extra_cmdline: String::new(),
             transport: Transport::Mmio,
+            console_input: false,
         }
     }
 }
@@ -312,6 +316,7 @@ pub struct Guest {
     _dir: ScratchDir,
     command_line: String,
     reported: bool,
+    console_in: Option<std::process::ChildStdin>,
 }
 
 impl Guest {
@@ -344,12 +349,13 @@ impl Guest {
         let started = Instant::now();
         let mut child = Command::new(QEMU)
             .args(&args)
-            .stdin(Stdio::null())
+            .stdin(if spec.console_input { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawn {QEMU} (install qemu-system-x86)"))?;
 
+        let console_in = child.stdin.take();
         let console: Shared = Arc::new((Mutex::new(Console::default()), Condvar::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -400,6 +406,7 @@ impl Guest {
             _dir: dir,
             command_line,
             reported: false,
+            console_in,
         })
     }
 
@@ -411,6 +418,16 @@ impl Guest {
     /// QEMU's process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Types `line` and a newline on the guest's serial console (needs
+    /// `GuestSpec::console_input`). A guest script reads it with `read -r l </dev/console`.
+    pub fn send_console(&mut self, line: &str) -> Result<()> {
+        let name = &self.name;
+        let input = self.console_in.as_mut().with_context(|| format!("guest {name}: no console input"))?;
+        input.write_all(format!("{line}\n").as_bytes())?;
+        input.flush()?;
+        Ok(())
     }
 
     /// The console output so far.

@@ -5,4 +5,5 @@
 pub mod daemon;
 pub mod guest;
 pub mod reflect;
+pub mod switch;
 pub mod testpmd;
