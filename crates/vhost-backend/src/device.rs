@@ -80,6 +80,19 @@ pub struct PortSpec {
     pub withheld_features: u64,
 }
 
+/// The offload feature bits a switching port offers.
+pub const OFFLOADS: u64 = nf::CSUM
+    | nf::GUEST_CSUM
+    | nf::HOST_TSO4
+    | nf::HOST_TSO6
+    | nf::HOST_ECN
+    | nf::HOST_USO
+    | nf::GUEST_TSO4
+    | nf::GUEST_TSO6
+    | nf::GUEST_ECN
+    | nf::GUEST_USO4
+    | nf::GUEST_USO6;
+
 /// Virtio feature bits this device offers. Offload bits come with checksum and
 /// segmentation support. VHOST_F_LOG_ALL (with the LOG_SHMFD protocol feature) is live
 /// migration's dirty-page logging.
@@ -103,6 +116,13 @@ pub fn offered_features(spec: &PortSpec) -> u64 {
     }
     if spec.mtu != 0 {
         f |= nf::MTU;
+    }
+    // Offloads (virtio 1.x 5.1.3, 5.1.6.2, 5.1.6.4): the switch validates what the
+    // guest sends once, passes checksum and segmentation work through to receivers that
+    // negotiated it, and does it in software for those that did not. Diagnostic modes
+    // move frames without looking at them, so they offer none.
+    if spec.diag.is_none() {
+        f |= OFFLOADS;
     }
     f & !spec.withheld_features
 }
@@ -285,6 +305,7 @@ impl NetDevice {
             err,
             hdr_len: self.hdr_len(),
             mrg_rxbuf: self.acked & nf::MRG_RXBUF != 0,
+            features: self.acked,
         });
         self.rings[i].running = true;
         eprintln!(

@@ -18,8 +18,11 @@ use netproto::ethernet::Mac;
 use netproto::virtio_net::NetHdr;
 use virtq::Chain;
 
+use netproto::gso::{TxOffloads, TxPlan};
+
 use crate::diag::pick_rx;
 use crate::fdb::Slot;
+use crate::offload::{pass_header, Accept};
 use crate::policy::{Egress, PortPolicy};
 use crate::stats::PortStats;
 use crate::worker::{Dec, Io, Ring, Runtime, BURST, MAX_FRAME, PREFETCH_AHEAD, TAP_BUF};
@@ -318,9 +321,82 @@ impl Runtime {
         false
     }
 
-    /// Writes one frame to the port in slot `t`.
+    /// Writes one frame to the port in slot `t` (with its offload work, if it has any).
     #[inline]
     fn output(&mut self, t: usize, src: &Src, d: &Dec) -> Sent {
+        match self.plan {
+            None => self.output_with(t, src, d, None),
+            Some(plan) => self.output_offload(t, src, d, plan),
+        }
+    }
+
+    /// A frame with offload work for the port in slot `t`: passed on with its header
+    /// when the port takes that offload, else finished in software first.
+    #[cold]
+    fn output_offload(&mut self, t: usize, src: &Src, d: &Dec, plan: TxPlan) -> Sent {
+        let Some(p) = self.ports[t].as_ref() else { return Sent::Done };
+        let accept = match &p.io {
+            Io::Vhost(v) => v.accept,
+            Io::Tap(_) => Accept::ALL,
+        };
+        let eg = p.policy.egress(d.vlan);
+        if eg == Egress::Drop {
+            return Sent::Done;
+        }
+        let stats = p.stats.clone();
+        let Src::Buf(frame) = *src else { return Sent::Done };
+        if accept.takes(&plan) {
+            let delta = Out::new(d, eg).len as isize - d.flen as isize;
+            let sent = self.output_with(t, src, d, Some(pass_header(&self.vh, delta)));
+            if sent == Sent::Done && matches!(plan, TxPlan::Gso(_)) {
+                PortStats::add(&stats.gso_passed, 1);
+            }
+            return sent;
+        }
+        let mut seg = std::mem::take(&mut self.segbuf);
+        let sent = match plan {
+            TxPlan::Plain => self.output_with(t, src, d, None),
+            TxPlan::Csum { start, offset } => {
+                let f = &mut seg[..frame.len()];
+                f.copy_from_slice(frame);
+                match netproto::csum::complete_partial(f, start, offset) {
+                    Ok(_) => {
+                        PortStats::add(&stats.csum_completed, 1);
+                        self.output_with(t, &Src::Buf(f), d, None)
+                    }
+                    Err(_) => {
+                        PortStats::add(&stats.drop_bad_header, 1);
+                        Sent::Done
+                    }
+                }
+            }
+            TxPlan::Gso(g) => {
+                let mut lost = 0u64;
+                let r = netproto::gso::segment(frame, &g, g.mss, &mut seg, |piece| {
+                    let dp = Dec { flen: piece.len() as u32, ..*d };
+                    if self.output_with(t, &Src::Buf(piece), &dp, None) == Sent::NoBuffer {
+                        lost += 1;
+                    }
+                });
+                match r {
+                    Ok(n) => {
+                        PortStats::add(&stats.gso_segmented, 1);
+                        PortStats::add(&stats.gso_segments, n as u64);
+                        PortStats::add(&stats.drop_no_rx_buffer, lost);
+                    }
+                    Err(_) => PortStats::add(&stats.drop_bad_header, 1),
+                }
+                // Segments are never held: the ones without room are dropped.
+                Sent::Done
+            }
+        };
+        self.segbuf = seg;
+        sent
+    }
+
+    /// Writes one frame to the port in slot `t` behind `hdr` (None: no offload).
+    #[inline]
+    fn output_with(&mut self, t: usize, src: &Src, d: &Dec, hdr: Option<NetHdr>) -> Sent {
         let Some(p) = self.ports[t].as_mut() else { return Sent::Done };
         let eg = p.policy.egress(d.vlan);
         if eg == Egress::Drop {
@@ -384,7 +460,7 @@ impl Runtime {
                         PortStats::add(&stats.drop_rx_buffer_small, 1);
                     }
                     Some(k) => {
-                        write_chains(r, k, hdr_len, src, &out);
+                        write_chains(r, k, hdr_len, src, &out, hdr.unwrap_or_default());
                         r.pkts += 1;
                         r.bytes += out.len as u64;
                         v.stalled = false;
@@ -396,7 +472,7 @@ impl Runtime {
                 // The tap takes the frame behind a zeroed virtio-net header (no offload
                 // flags): one write, the kernel copies it.
                 let buf = &mut tap.out[..HDR + out.len];
-                buf[..HDR].fill(0);
+                buf[..HDR].copy_from_slice(&hdr.unwrap_or_default().to_bytes());
                 let mut at = HDR;
                 for pc in &out.pieces {
                     let dst = &mut buf[at..at + pc.len];
@@ -450,6 +526,42 @@ impl Runtime {
         self.opened.clear();
     }
 
+    /// A frame with offload work, in host memory: validated against what its sender
+    /// negotiated, then switched with that work done per destination. Returns true
+    /// when it must wait for a full receiver (see `deliver`).
+    #[cold]
+    fn switch_offloaded(
+        &mut self,
+        s: usize,
+        (policy, stats, offloads): (&PortPolicy, &PortStats, &TxOffloads),
+        frame: &[u8],
+        hdr: &NetHdr,
+        cache: &mut Cache,
+        wait: Wait,
+    ) -> bool {
+        let plan = match netproto::gso::validate_tx(hdr, frame, offloads) {
+            Ok(p) => p,
+            Err(_) => {
+                PortStats::add(&stats.drop_bad_header, 1);
+                return false;
+            }
+        };
+        let src = Src::Buf(frame);
+        match self.classify(s, policy, &src, frame.len(), cache) {
+            Verdict::Forward(d) => {
+                self.plan = Some(plan);
+                self.vh = *hdr;
+                let blocked = self.deliver(s, &src, &d, wait);
+                self.plan = None;
+                blocked
+            }
+            ref v => {
+                Self::refuse(stats, v);
+                false
+            }
+        }
+    }
+
     /// Counts a frame that classification refused.
     #[cold]
     fn refuse(stats: &PortStats, v: &Verdict) {
@@ -470,6 +582,8 @@ impl Runtime {
         let mut moved = 0;
         if let Io::Vhost(v) = &mut sp.io {
             let hdr_len = v.hdr_len;
+            let offloads = v.tx_offloads;
+            let has_offloads = offloads != TxOffloads::default();
             for pair in 0..v.rings.len().div_ceil(2) {
                 let ti = 2 * pair + 1;
                 let Some(tx) = v.rings.get_mut(ti).and_then(|r| r.as_mut()) else { continue };
@@ -499,35 +613,59 @@ impl Runtime {
                     }
                     let c = tx.burst.chain(i);
                     let total = c.read_len() as usize;
-                    let verdict = if total < hdr_len + 14 || total - hdr_len > MAX_FRAME {
-                        Verdict::Bad
+                    // Received bytes count every frame taken, like received packets.
+                    let flen = total.saturating_sub(hdr_len);
+                    // A frame may wait for its destination's buffers up to the bound
+                    // (backpressure); past it, it is dropped.
+                    let wait = match tx.held_since {
+                        _ if self.backpressure.is_zero() => Wait::Never,
+                        None => Wait::Allowed,
+                        Some(t) if t.elapsed() < self.backpressure => Wait::Allowed,
+                        Some(_) => Wait::Expired,
+                    };
+                    let mut hdr = NetHdr::default();
+                    if has_offloads && hdr_len >= 10 {
+                        let mut b = [0u8; HDR];
+                        c.read_at(0, &mut b[..hdr_len.min(HDR)]);
+                        hdr = NetHdr::parse(&b);
+                    }
+                    let blocked = if total < hdr_len + 14 || flen > MAX_FRAME {
+                        Self::refuse(&sp.stats, &Verdict::Bad);
+                        false
+                    } else if hdr.flags != 0 || hdr.gso_type != 0 {
+                        // Offload work: the frame is copied out once, validated, then
+                        // switched from the copy.
+                        let mut sc = std::mem::take(&mut self.scratch);
+                        c.read_at(hdr_len, &mut sc[..flen]);
+                        let b = self.switch_offloaded(
+                            s,
+                            (&sp.policy, &sp.stats, &offloads),
+                            &sc[..flen],
+                            &hdr,
+                            &mut cache,
+                            wait,
+                        );
+                        self.scratch = sc;
+                        b
                     } else {
                         let src = Src::Chain(c, hdr_len);
-                        self.classify(s, &sp.policy, &src, total - hdr_len, &mut cache)
-                    };
-                    // Received bytes count every frame taken, like received packets.
-                    let flen = total.saturating_sub(hdr_len) as u64;
-                    match verdict {
-                        Verdict::Forward(d) => {
-                            // A frame may wait for its destination's buffers up to the
-                            // bound (backpressure); past it, it is dropped.
-                            let wait = match tx.held_since {
-                                _ if self.backpressure.is_zero() => Wait::Never,
-                                None => Wait::Allowed,
-                                Some(t) if t.elapsed() < self.backpressure => Wait::Allowed,
-                                Some(_) => Wait::Expired,
-                            };
-                            if self.deliver(s, &Src::Chain(c, hdr_len), &d, wait) {
-                                if tx.held_since.is_none() {
-                                    tx.held_since = Some(Instant::now());
-                                    PortStats::add(&sp.stats.backpressure, 1);
-                                }
-                                break;
+                        match self.classify(s, &sp.policy, &src, flen, &mut cache) {
+                            Verdict::Forward(d) => self.deliver(s, &src, &d, wait),
+                            ref v => {
+                                Self::refuse(&sp.stats, v);
+                                false
                             }
-                            tx.held_since = None;
                         }
-                        ref v => Self::refuse(&sp.stats, v),
+                    };
+                    if blocked {
+                        if tx.held_since.is_none() {
+                            tx.held_since = Some(Instant::now());
+                            PortStats::add(&sp.stats.backpressure, 1);
+                        }
+                        break;
                     }
+                    tx.held_since = None;
+                    let flen = flen as u64;
                     bytes += flen;
                     tx.q.add_used(c.token(), 0);
                     done += 1;
@@ -567,17 +705,25 @@ impl Runtime {
                 let mut bytes = 0u64;
                 for i in 0..n {
                     let len = t.lens[i].min(TAP_BUF);
-                    let verdict = if len < HDR + 14 {
-                        Verdict::Bad
-                    } else {
-                        let src = Src::Buf(&t.bufs[i][HDR..len]);
-                        self.classify(s, &sp.policy, &src, len - HDR, &mut cache)
-                    };
                     bytes += len.saturating_sub(HDR) as u64;
-                    match verdict {
+                    if len < HDR + 14 {
+                        Self::refuse(&sp.stats, &Verdict::Bad);
+                        continue;
+                    }
+                    let frame = &t.bufs[i][HDR..len];
+                    let mut hb = [0u8; HDR];
+                    hb.copy_from_slice(&t.bufs[i][..HDR]);
+                    let hdr = NetHdr::parse(&hb);
+                    // A tap read cannot be given back: frames from it never wait.
+                    if hdr.flags != 0 || hdr.gso_type != 0 {
+                        let ctx = (&sp.policy, &*sp.stats, &t.offloads);
+                        self.switch_offloaded(s, ctx, frame, &hdr, &mut cache, Wait::Never);
+                        continue;
+                    }
+                    let src = Src::Buf(frame);
+                    match self.classify(s, &sp.policy, &src, len - HDR, &mut cache) {
                         Verdict::Forward(d) => {
-                            // A tap read cannot be given back: never wait.
-                            self.deliver(s, &Src::Buf(&t.bufs[i][HDR..len]), &d, Wait::Never);
+                            self.deliver(s, &src, &d, Wait::Never);
                         }
                         ref v => Self::refuse(&sp.stats, v),
                     }
@@ -602,11 +748,12 @@ fn count_rx(stats: &PortStats, pair: usize, n: usize, bytes: u64) {
     PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(n)], 1);
 }
 
-/// Writes a frame into `k` receive chains from `r.i` on: the virtio-net header
-/// (num_buffers = k, virtio 1.x 5.1.6.4) then the pieces of `out`.
+/// Writes a frame into `k` receive chains from `r.i` on: the virtio-net header `hdr`
+/// (with num_buffers = k, virtio 1.x 5.1.6.4) then the pieces of `out`.
 #[inline]
-fn write_chains(r: &mut Ring, k: usize, hdr_len: usize, src: &Src, out: &Out) {
-    let hdr = NetHdr::plain(k as u16).to_bytes();
+fn write_chains(r: &mut Ring, k: usize, hdr_len: usize, src: &Src, out: &Out, mut hdr: NetHdr) {
+    hdr.num_buffers = k as u16;
+    let hdr = hdr.to_bytes();
     let (mut pi, mut poff) = (0usize, 0usize);
     for j in 0..k {
         if r.i + j + PREFETCH_AHEAD < r.n {

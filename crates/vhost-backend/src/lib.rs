@@ -14,6 +14,7 @@ pub mod device;
 mod diag;
 pub mod fdb;
 mod forward;
+pub mod offload;
 pub mod policy;
 pub mod polling;
 pub mod server;

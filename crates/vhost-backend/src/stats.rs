@@ -100,6 +100,16 @@ pub struct PortStats {
     /// Times a frame from the port waited in its transmit ring because its
     /// destination had no receive buffer (backpressure).
     pub backpressure: AtomicU64,
+    /// Frames from the port whose virtio-net header did not describe the frame.
+    pub drop_bad_header: AtomicU64,
+    /// Segmentation requests passed to the port whole (it negotiated the offload).
+    pub gso_passed: AtomicU64,
+    /// Segmentation requests for the port done in software ...
+    pub gso_segmented: AtomicU64,
+    /// ... into this many segments.
+    pub gso_segments: AtomicU64,
+    /// Partial checksums completed in software for the port.
+    pub csum_completed: AtomicU64,
     /// Bursts processed (non-empty pops of a transmit ring or reads of a tap).
     pub bursts: AtomicU64,
     /// Kicks received while the worker slept.
@@ -126,6 +136,11 @@ pub struct PortStatsSnapshot {
     pub drop_vlan: u64,
     pub drop_tap_write: u64,
     pub backpressure: u64,
+    pub drop_bad_header: u64,
+    pub gso_passed: u64,
+    pub gso_segmented: u64,
+    pub gso_segments: u64,
+    pub csum_completed: u64,
     pub bursts: u64,
     pub kicks: u64,
     pub interrupts: u64,
@@ -167,6 +182,11 @@ impl PortStats {
             drop_vlan: get(&self.drop_vlan),
             drop_tap_write: get(&self.drop_tap_write),
             backpressure: get(&self.backpressure),
+            drop_bad_header: get(&self.drop_bad_header),
+            gso_passed: get(&self.gso_passed),
+            gso_segmented: get(&self.gso_segmented),
+            gso_segments: get(&self.gso_segments),
+            csum_completed: get(&self.csum_completed),
             bursts: get(&self.bursts),
             kicks: get(&self.kicks),
             interrupts: get(&self.interrupts),

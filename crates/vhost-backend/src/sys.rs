@@ -46,9 +46,9 @@ fn check(rc: libc::c_int, what: &str) -> io::Result<()> {
 }
 
 /// Opens one queue of tap interface `name` (created if absent): no packet-info prefix,
-/// a 12-byte virtio-net header in front of every frame, no offloads (the kernel hands
-/// over complete frames with checksums), non-blocking.
-pub fn open_tap_queue(name: &str) -> io::Result<File> {
+/// a 12-byte virtio-net header in front of every frame, checksum and segmentation
+/// offloads on, non-blocking. Returns the queue and the TUN_F_* offloads in force.
+pub fn open_tap_queue(name: &str) -> io::Result<(File, u32)> {
     let mut req = ifreq(name)?;
     req.flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE;
     let f = std::fs::OpenOptions::new()
@@ -63,11 +63,32 @@ pub fn open_tap_queue(name: &str) -> io::Result<File> {
     let hdr: libc::c_int = 12;
     // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer, which is valid.
     check(unsafe { libc::ioctl(fd, TUNSETVNETHDRSZ, &hdr as *const libc::c_int) }, "TUNSETVNETHDRSZ")?;
+    // Offloads the switch takes from the kernel (and so the kernel may hand over:
+    // partial checksums, TCP and, on kernels that have it, UDP segmentation). Linux
+    // before 6.2 refuses the USO bits: then without them.
+    let mut offloads = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN | TUN_F_USO4 | TUN_F_USO6;
     // SAFETY: TUNSETOFFLOAD takes its argument by value.
-    check(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, 0 as libc::c_ulong) }, "TUNSETOFFLOAD")?;
+    if unsafe { libc::ioctl(fd, TUNSETOFFLOAD, offloads as libc::c_ulong) } < 0 {
+        offloads &= !(TUN_F_USO4 | TUN_F_USO6);
+        // SAFETY: as above.
+        check(unsafe { libc::ioctl(fd, TUNSETOFFLOAD, offloads as libc::c_ulong) }, "TUNSETOFFLOAD")?;
+    }
     set_nonblocking(&f)?;
-    Ok(f)
+    Ok((f, offloads))
 }
+
+/// TUNSETOFFLOAD bits (linux/if_tun.h).
+pub const TUN_F_CSUM: u32 = 0x01;
+/// TCP over IPv4 segmentation.
+pub const TUN_F_TSO4: u32 = 0x02;
+/// TCP over IPv6 segmentation.
+pub const TUN_F_TSO6: u32 = 0x04;
+/// TCP segmentation with ECN.
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+/// UDP segmentation over IPv4.
+pub const TUN_F_USO4: u32 = 0x20;
+/// UDP segmentation over IPv6.
+pub const TUN_F_USO6: u32 = 0x40;
 
 /// Sets O_NONBLOCK on a file.
 pub fn set_nonblocking(f: &File) -> io::Result<()> {

@@ -51,7 +51,12 @@ pub enum PortKind {
     /// A vhost-user device: its rings arrive later with [`Ctl::Start`].
     Vhost,
     /// One queue of a tap interface (non-blocking, IFF_VNET_HDR with 12-byte headers).
-    Tap(File),
+    Tap {
+        /// The queue.
+        file: File,
+        /// What the kernel may send through it.
+        offloads: netproto::gso::TxOffloads,
+    },
 }
 
 /// A port joining a worker.
@@ -116,6 +121,8 @@ pub enum Ctl {
         hdr_len: usize,
         /// VIRTIO_NET_F_MRG_RXBUF negotiated.
         mrg_rxbuf: bool,
+        /// Every negotiated feature bit.
+        features: u64,
     },
     /// Stop a ring; the reply carries its vhost-user base (None if it was not running).
     Stop {
@@ -200,6 +207,10 @@ impl Worker {
             backpressure: PollConfig::default().backpressure,
             first: 0,
             burst: BURST,
+            plan: None,
+            vh: Default::default(),
+            scratch: vec![0u8; TAP_BUF].into_boxed_slice(),
+            segbuf: vec![0u8; TAP_BUF].into_boxed_slice(),
             coalescing: 0,
             opened: Vec::with_capacity(256),
         };
@@ -377,6 +388,10 @@ pub(crate) struct Vhost {
     /// A frame for this port waited past the backpressure bound: frames for it are
     /// dropped at once until it takes one again.
     pub(crate) stalled: bool,
+    /// What the guest may send (checksum and segmentation offloads).
+    pub(crate) tx_offloads: netproto::gso::TxOffloads,
+    /// What the guest takes as it is.
+    pub(crate) accept: crate::offload::Accept,
 }
 
 impl Vhost {
@@ -400,6 +415,8 @@ pub(crate) struct Tap {
     pub(crate) out: Box<[u8]>,
     /// Rounds since the last read that returned frames.
     pub(crate) quiet: u32,
+    /// What the kernel may send (TUNSETOFFLOAD).
+    pub(crate) offloads: netproto::gso::TxOffloads,
 }
 
 /// Header + largest frame, the size of a tap buffer.
@@ -480,6 +497,13 @@ pub(crate) struct Runtime {
     first: usize,
     /// Burst size of the switching path (`PollConfig::burst`).
     pub(crate) burst: usize,
+    /// The frame being switched has offload work: what, and its header.
+    pub(crate) plan: Option<netproto::gso::TxPlan>,
+    pub(crate) vh: netproto::virtio_net::NetHdr,
+    /// A frame with offload work, copied out of its sender (validated there).
+    pub(crate) scratch: Box<[u8]>,
+    /// Where software offload work (checksum, segments) is done.
+    pub(crate) segbuf: Box<[u8]>,
     /// Ports with interrupt coalescing (0: no notification is ever deferred).
     coalescing: usize,
     /// Receive rings (slot, ring index) opened as outputs in the current burst.
@@ -777,8 +801,10 @@ impl Runtime {
                         mrg: false,
                         rx_live: Vec::new(),
                         stalled: false,
+                        tx_offloads: Default::default(),
+                        accept: Default::default(),
                     }),
-                    PortKind::Tap(f) => {
+                    PortKind::Tap { file: f, offloads } => {
                         if let Err(e) = self.epoll.ctl(
                             ControlOperation::Add,
                             f.as_raw_fd(),
@@ -792,6 +818,7 @@ impl Runtime {
                             lens: [0; BURST],
                             out: vec![0u8; TAP_BUF].into_boxed_slice(),
                             quiet: 0,
+                            offloads,
                         }))
                     }
                 };
@@ -830,7 +857,7 @@ impl Runtime {
                     self.count_coalescing();
                 }
             }
-            Ctl::Start { id, ring, mut queue, kick, call, err, hdr_len, mrg_rxbuf } => {
+            Ctl::Start { id, ring, mut queue, kick, call, err, hdr_len, mrg_rxbuf, features } => {
                 let epoll = &self.epoll;
                 let Some(p) = self.ports.iter_mut().flatten().find(|p| p.id == id) else { return };
                 let Io::Vhost(v) = &mut p.io else { return };
@@ -856,6 +883,8 @@ impl Runtime {
                 let coal = p.coalesce.for_ring(i);
                 v.hdr_len = hdr_len;
                 v.mrg = mrg_rxbuf;
+                v.tx_offloads = netproto::gso::TxOffloads::from_features(features);
+                v.accept = crate::offload::Accept::from_features(features);
                 v.rings[i] = Some(Ring {
                     q: queue,
                     kick,
