@@ -139,11 +139,14 @@ pub struct Drops {
     pub vlan: u64,
     /// Frames the tap device refused.
     pub tap_write: u64,
+    /// Frames whose virtio-net header did not describe them.
+    #[serde(default)]
+    pub bad_header: u64,
 }
 
 impl Drops {
     /// (reason, count) pairs, in a fixed order.
-    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
         [
             ("no_rx_buffer", self.no_rx_buffer),
             ("rx_buffer_small", self.rx_buffer_small),
@@ -151,6 +154,7 @@ impl Drops {
             ("spoofed", self.spoofed),
             ("vlan", self.vlan),
             ("tap_write", self.tap_write),
+            ("bad_header", self.bad_header),
         ]
     }
 
@@ -158,6 +162,19 @@ impl Drops {
     pub fn total(&self) -> u64 {
         self.by_reason().iter().map(|(_, n)| n).sum()
     }
+}
+
+/// Offload work toward a port.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Offloads {
+    /// Segmentation requests passed whole (the port negotiated the offload).
+    pub gso_passed: u64,
+    /// Segmentation requests done in software for the port ...
+    pub gso_segmented: u64,
+    /// ... into this many segments.
+    pub gso_segments: u64,
+    /// Partial checksums completed in software for the port.
+    pub csum_completed: u64,
 }
 
 /// Counters of one queue pair.
@@ -214,6 +231,9 @@ pub struct PortStats {
     pub backpressure: u64,
     /// Drops by reason.
     pub drops: Drops,
+    /// Offload work toward the port.
+    #[serde(default)]
+    pub offloads: Offloads,
     /// Kicks received while the worker slept.
     pub kicks: u64,
     /// Interrupts sent.

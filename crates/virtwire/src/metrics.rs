@@ -153,6 +153,30 @@ pub fn render(r: &StatsReport) -> String {
             f.sample("virtwire_port_drops_total", &[("port", &p.name), ("reason", reason)], n);
         }
     }
+    type OffloadField = fn(&crate::api::Offloads) -> u64;
+    let offload_counters: [(&str, &str, OffloadField); 4] = [
+        ("virtwire_port_gso_passed_total", "Segmentation requests passed whole to the port.", |o| {
+            o.gso_passed
+        }),
+        ("virtwire_port_gso_segmented_total", "Segmentation requests done in software for the port.", |o| {
+            o.gso_segmented
+        }),
+        ("virtwire_port_gso_segments_total", "Segments made in software for the port.", |o| o.gso_segments),
+        ("virtwire_port_csum_completed_total", "Checksums completed in software for the port.", |o| {
+            o.csum_completed
+        }),
+    ];
+    for (name, help, get) in offload_counters {
+        f.head(name, "counter", help);
+        for p in &r.ports {
+            f.sample(name, &[("port", &p.name)], get(&p.offloads));
+        }
+    }
+    let bp = "virtwire_port_backpressure_total";
+    f.head(bp, "counter", "Times a frame from the port waited in its ring for a full receiver.");
+    for p in &r.ports {
+        f.sample(bp, &[("port", &p.name)], p.backpressure);
+    }
     f.head("virtwire_port_connected", "gauge", "1 while a frontend is attached to the port.");
     for p in &r.ports {
         f.sample("virtwire_port_connected", &[("port", &p.name)], u8::from(p.connected));

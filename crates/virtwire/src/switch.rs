@@ -83,6 +83,13 @@ impl Entry {
                 spoofed: s.drop_spoofed,
                 vlan: s.drop_vlan,
                 tap_write: s.drop_tap_write,
+                bad_header: s.drop_bad_header,
+            },
+            offloads: crate::api::Offloads {
+                gso_passed: s.gso_passed,
+                gso_segmented: s.gso_segmented,
+                gso_segments: s.gso_segments,
+                csum_completed: s.csum_completed,
             },
             kicks: s.kicks,
             interrupts: s.interrupts,

@@ -405,6 +405,7 @@ fn stats_json_has_the_documented_shape() {
         "bursts",
         "backpressure",
         "drops",
+        "offloads",
         "kicks",
         "interrupts",
         "ring_errors",
@@ -414,7 +415,15 @@ fn stats_json_has_the_documented_shape() {
         assert_eq!(keys(p), port_keys);
         assert_eq!(
             keys(&p["drops"]),
-            sorted(&["no_rx_buffer", "rx_buffer_small", "bad_frame", "spoofed", "vlan", "tap_write"])
+            sorted(&[
+                "no_rx_buffer",
+                "rx_buffer_small",
+                "bad_frame",
+                "spoofed",
+                "vlan",
+                "tap_write",
+                "bad_header"
+            ])
         );
         for (i, q) in p["queues"].as_array().unwrap().iter().enumerate() {
             assert_eq!(
