@@ -18,6 +18,7 @@ use netproto::ethernet::Mac;
 use netproto::virtio_net::NetHdr;
 use virtq::Chain;
 
+use netproto::gro::{Gro, GroOpts};
 use netproto::gso::{TxOffloads, TxPlan};
 
 use crate::diag::pick_rx;
@@ -261,7 +262,12 @@ impl Runtime {
             d
         };
         let hash = flow_hash(&h[..n], l3, et);
-        Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst })
+        let tcp = match et {
+            0x0800 => h.get(l3 + 9) == Some(&6),
+            0x86dd => h.get(l3 + 6) == Some(&6),
+            _ => false,
+        };
+        Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst, tcp })
     }
 
     /// Sends one classified frame to its destinations. Returns true when the frame
@@ -562,6 +568,56 @@ impl Runtime {
         }
     }
 
+    /// Coalescing options toward the port in slot `t`, when it takes coalesced TCP
+    /// segments (a vhost-user port that negotiated GUEST_CSUM and GUEST_TSO4/6).
+    fn gro_opts(&self, t: u16) -> Option<GroOpts> {
+        let p = self.ports.get(t as usize)?.as_ref()?;
+        let Io::Vhost(v) = &p.io else { return None };
+        let a = v.accept;
+        (p.diag.is_none() && a.csum && (a.tso4 || a.tso6) && v.mrg).then_some(GroOpts {
+            tso4: a.tso4,
+            tso6: a.tso6,
+            ecn: a.ecn,
+            rsc_ext: false,
+            full_csum: false,
+            max_segs: 44,
+        })
+    }
+
+    /// Delivers what the coalescer hands out: a merged frame (with its segmentation
+    /// header) or a segment that could not merge, as it came.
+    fn gro_out(&mut self, t: usize, d: &Dec, h: &NetHdr, f: &[u8]) {
+        let Some(p) = self.ports[t].as_ref() else { return };
+        let eg = p.policy.egress(d.vlan);
+        if eg == Egress::Drop || !p.policy.takes_unicast(&d.dst) {
+            return;
+        }
+        let stats = p.stats.clone();
+        let dp = Dec { flen: f.len() as u32, ..*d };
+        let hdr = if h.gso_type != 0 || h.flags != 0 {
+            let delta = Out::new(&dp, eg).len as isize - dp.flen as isize;
+            if h.gso_type != 0 && h.gso_size != 0 {
+                let payload = f.len().saturating_sub(h.hdr_len as usize);
+                PortStats::add(&stats.gro_frames, 1);
+                PortStats::add(&stats.gro_segments, payload.div_ceil(h.gso_size as usize) as u64);
+            }
+            Some(pass_header(h, delta))
+        } else {
+            None
+        };
+        if self.output_with(t, &Src::Buf(f), &dp, hdr) == Sent::NoBuffer {
+            PortStats::add(&stats.drop_no_rx_buffer, 1);
+        }
+    }
+
+    /// Hands out whatever the coalescer holds.
+    fn gro_flush(&mut self, gro: &mut Option<(u16, Dec, Gro<'_>)>) {
+        if let Some((t, d, mut g)) = gro.take() {
+            let t = t as usize;
+            g.flush(&mut |h, f| self.gro_out(t, &d, h, f));
+        }
+    }
+
     /// Counts a frame that classification refused.
     #[cold]
     fn refuse(stats: &PortStats, v: &Verdict) {
@@ -584,6 +640,8 @@ impl Runtime {
             let hdr_len = v.hdr_len;
             let offloads = v.tx_offloads;
             let has_offloads = offloads != TxOffloads::default();
+            // Coalescing only helps senders that cannot send large segments themselves.
+            let gro_src = !offloads.tso4 && !offloads.tso6;
             for pair in 0..v.rings.len().div_ceil(2) {
                 let ti = 2 * pair + 1;
                 let Some(tx) = v.rings.get_mut(ti).and_then(|r| r.as_mut()) else { continue };
@@ -606,6 +664,9 @@ impl Runtime {
                 let mut cache = Cache::new();
                 let mut bytes = 0u64;
                 let mut done = 0;
+                let mut sc = std::mem::take(&mut self.scratch);
+                let mut gbuf = std::mem::take(&mut self.grobuf);
+                let mut gro: Option<(u16, Dec, Gro<'_>)> = None;
                 while done < n {
                     let i = done;
                     if i + PREFETCH_AHEAD < n {
@@ -635,22 +696,53 @@ impl Runtime {
                     } else if hdr.flags != 0 || hdr.gso_type != 0 {
                         // Offload work: the frame is copied out once, validated, then
                         // switched from the copy.
-                        let mut sc = std::mem::take(&mut self.scratch);
+                        self.gro_flush(&mut gro);
                         c.read_at(hdr_len, &mut sc[..flen]);
-                        let b = self.switch_offloaded(
+                        self.switch_offloaded(
                             s,
                             (&sp.policy, &sp.stats, &offloads),
                             &sc[..flen],
                             &hdr,
                             &mut cache,
                             wait,
-                        );
-                        self.scratch = sc;
-                        b
+                        )
                     } else {
                         let src = Src::Chain(c, hdr_len);
                         match self.classify(s, &sp.policy, &src, flen, &mut cache) {
-                            Verdict::Forward(d) => self.deliver(s, &src, &d, wait),
+                            Verdict::Forward(d) if gro_src && d.tcp && d.dest < DROP => {
+                                // A TCP segment from a sender that cannot segment
+                                // itself, to a port that takes large frames: coalesce
+                                // (GRO). Segments that do not merge leave unchanged.
+                                // One flow, one way out at a time: anything else
+                                // first hands out what was held.
+                                let same = |g: &Dec| {
+                                    (g.dest, g.vlan, g.tci, g.tag_in, g.hash, g.dst)
+                                        == (d.dest, d.vlan, d.tci, d.tag_in, d.hash, d.dst)
+                                };
+                                if gro.as_ref().is_some_and(|(_, g, _)| !same(g)) {
+                                    self.gro_flush(&mut gro);
+                                }
+                                if gro.is_none() {
+                                    if let Some(o) = self.gro_opts(d.dest) {
+                                        gro = Some((d.dest, d, Gro::new(&mut gbuf, o)));
+                                    }
+                                }
+                                match gro.as_mut() {
+                                    Some((t, gd, g)) => {
+                                        let (t, gd) = (*t as usize, *gd);
+                                        c.read_at(hdr_len, &mut sc[..flen]);
+                                        g.push(&NetHdr::default(), &sc[..flen], &mut |h, f| {
+                                            self.gro_out(t, &gd, h, f)
+                                        });
+                                        false
+                                    }
+                                    None => self.deliver(s, &src, &d, wait),
+                                }
+                            }
+                            Verdict::Forward(d) => {
+                                self.gro_flush(&mut gro);
+                                self.deliver(s, &src, &d, wait)
+                            }
                             ref v => {
                                 Self::refuse(&sp.stats, v);
                                 false
@@ -658,6 +750,7 @@ impl Runtime {
                         }
                     };
                     if blocked {
+                        self.gro_flush(&mut gro);
                         if tx.held_since.is_none() {
                             tx.held_since = Some(Instant::now());
                             PortStats::add(&sp.stats.backpressure, 1);
@@ -670,6 +763,9 @@ impl Runtime {
                     tx.q.add_used(c.token(), 0);
                     done += 1;
                 }
+                self.gro_flush(&mut gro);
+                self.scratch = sc;
+                self.grobuf = gbuf;
                 self.close_outputs();
                 // Frames held for a full receiver stay in the sender's ring, in order.
                 tx.q.rewind(&tx.burst, done);

@@ -110,6 +110,10 @@ pub struct PortStats {
     pub gso_segments: AtomicU64,
     /// Partial checksums completed in software for the port.
     pub csum_completed: AtomicU64,
+    /// Frames coalesced (GRO) from TCP segments for the port ...
+    pub gro_frames: AtomicU64,
+    /// ... from this many segments.
+    pub gro_segments: AtomicU64,
     /// Bursts processed (non-empty pops of a transmit ring or reads of a tap).
     pub bursts: AtomicU64,
     /// Kicks received while the worker slept.
@@ -141,6 +145,8 @@ pub struct PortStatsSnapshot {
     pub gso_segmented: u64,
     pub gso_segments: u64,
     pub csum_completed: u64,
+    pub gro_frames: u64,
+    pub gro_segments: u64,
     pub bursts: u64,
     pub kicks: u64,
     pub interrupts: u64,
@@ -187,6 +193,8 @@ impl PortStats {
             gso_segmented: get(&self.gso_segmented),
             gso_segments: get(&self.gso_segments),
             csum_completed: get(&self.csum_completed),
+            gro_frames: get(&self.gro_frames),
+            gro_segments: get(&self.gro_segments),
             bursts: get(&self.bursts),
             kicks: get(&self.kicks),
             interrupts: get(&self.interrupts),

@@ -211,6 +211,7 @@ impl Worker {
             vh: Default::default(),
             scratch: vec![0u8; TAP_BUF].into_boxed_slice(),
             segbuf: vec![0u8; TAP_BUF].into_boxed_slice(),
+            grobuf: vec![0u8; TAP_BUF].into_boxed_slice(),
             coalescing: 0,
             opened: Vec::with_capacity(256),
         };
@@ -473,6 +474,8 @@ pub(crate) struct Dec {
     pub(crate) hash: u32,
     /// Destination MAC (for the unicast filter).
     pub(crate) dst: Mac,
+    /// A TCP segment (over IPv4 or IPv6): a candidate for coalescing.
+    pub(crate) tcp: bool,
 }
 
 pub(crate) struct Runtime {
@@ -504,6 +507,8 @@ pub(crate) struct Runtime {
     pub(crate) scratch: Box<[u8]>,
     /// Where software offload work (checksum, segments) is done.
     pub(crate) segbuf: Box<[u8]>,
+    /// Where TCP segments are coalesced.
+    pub(crate) grobuf: Box<[u8]>,
     /// Ports with interrupt coalescing (0: no notification is ever deferred).
     coalescing: usize,
     /// Receive rings (slot, ring index) opened as outputs in the current burst.

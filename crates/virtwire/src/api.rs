@@ -175,6 +175,12 @@ pub struct Offloads {
     pub gso_segments: u64,
     /// Partial checksums completed in software for the port.
     pub csum_completed: u64,
+    /// Frames coalesced from TCP segments for the port (GRO) ...
+    #[serde(default)]
+    pub gro_frames: u64,
+    /// ... from this many segments.
+    #[serde(default)]
+    pub gro_segments: u64,
 }
 
 /// Counters of one queue pair.

@@ -154,7 +154,7 @@ pub fn render(r: &StatsReport) -> String {
         }
     }
     type OffloadField = fn(&crate::api::Offloads) -> u64;
-    let offload_counters: [(&str, &str, OffloadField); 4] = [
+    let offload_counters: [(&str, &str, OffloadField); 6] = [
         ("virtwire_port_gso_passed_total", "Segmentation requests passed whole to the port.", |o| {
             o.gso_passed
         }),
@@ -165,6 +165,10 @@ pub fn render(r: &StatsReport) -> String {
         ("virtwire_port_csum_completed_total", "Checksums completed in software for the port.", |o| {
             o.csum_completed
         }),
+        ("virtwire_port_gro_frames_total", "Frames coalesced from TCP segments for the port.", |o| {
+            o.gro_frames
+        }),
+        ("virtwire_port_gro_segments_total", "TCP segments coalesced for the port.", |o| o.gro_segments),
     ];
     for (name, help, get) in offload_counters {
         f.head(name, "counter", help);

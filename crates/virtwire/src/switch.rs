@@ -90,6 +90,8 @@ impl Entry {
                 gso_segmented: s.gso_segmented,
                 gso_segments: s.gso_segments,
                 csum_completed: s.csum_completed,
+                gro_frames: s.gro_frames,
+                gro_segments: s.gro_segments,
             },
             kicks: s.kicks,
             interrupts: s.interrupts,
