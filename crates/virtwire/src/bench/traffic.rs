@@ -127,6 +127,10 @@ pub struct TrafficArgs {
     /// Pingpong: seconds to wait for a reply before counting the frame lost.
     #[arg(long, default_value_t = 0.2)]
     pub reply_timeout: f64,
+    /// Pingpong: start a round trip at most every this many microseconds (a steady
+    /// sender, e.g. 100 for 10 kpps); 0: back to back.
+    #[arg(long, default_value_t = 0)]
+    pub interval_us: u64,
 }
 
 /// Latency percentiles in microseconds.
@@ -284,6 +288,7 @@ struct Plan {
     wait: bool,
     duration: Duration,
     reply_timeout: Duration,
+    interval_us: u64,
 }
 
 /// Loop mode: silence after which another first burst is sent.
@@ -386,7 +391,16 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
             let mut hist = Histogram::default();
             let f = &mut frames[0];
             let mut seq = 0u64;
+            let interval = Duration::from_micros(plan.interval_us);
+            let mut next = Instant::now();
             'outer: while Instant::now() < deadline {
+                if !interval.is_zero() {
+                    // Paced: wait (spinning, for precision) for the next slot.
+                    while Instant::now() < next {
+                        std::hint::spin_loop();
+                    }
+                    next += interval;
+                }
                 let t0 = Instant::now();
                 frame::stamp(f, seq, t0.duration_since(start).as_nanos() as u64);
                 while qp.tx_burst(std::slice::from_ref(&*f))? == 0 {
@@ -467,6 +481,7 @@ pub fn run(mode: Mode, a: &TrafficArgs) -> Result<TrafficReport> {
         wait: a.wait,
         duration: Duration::from_secs_f64(a.duration),
         reply_timeout: Duration::from_secs_f64(a.reply_timeout),
+        interval_us: a.interval_us,
     };
     let pairs = dev.queue_pairs_mut();
     let go = Barrier::new(pairs.len() + 1);
