@@ -130,14 +130,7 @@ fn sink(v: &mut Vhost, name: &str, stats: &PortStats, pair: usize) -> usize {
     }
     tx.q.publish_used();
     tx.notify(stats, n);
-    PortStats::add(&stats.rx_packets, n as u64);
-    PortStats::add(&stats.rx_bytes, bytes);
-    PortStats::add(&stats.bursts, 1);
-    let q = stats.queue(pair);
-    PortStats::add(&q.rx_packets, n as u64);
-    PortStats::add(&q.rx_bytes, bytes);
-    PortStats::add(&q.rx_bursts, 1);
-    PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(n)], 1);
+    stats.count_rx(pair, n, bytes);
     n
 }
 
@@ -333,18 +326,12 @@ fn reflect(v: &mut Vhost, name: &str, stats: &PortStats, pair: usize) -> usize {
         tx.q.publish_used();
         tx.notify(stats, ti);
     }
-    PortStats::add(&stats.rx_packets, ti as u64);
+    stats.count_rx(pair, ti, bytes);
     PortStats::add(&stats.tx_packets, delivered);
-    PortStats::add(&stats.rx_bytes, bytes);
     PortStats::add(&stats.tx_bytes, bytes);
     PortStats::add(&stats.drop_bad_frame, bad);
     PortStats::add(&stats.drop_rx_buffer_small, small);
-    PortStats::add(&stats.bursts, 1);
     let q = stats.queue(pair);
-    PortStats::add(&q.rx_packets, ti as u64);
-    PortStats::add(&q.rx_bytes, bytes);
-    PortStats::add(&q.rx_bursts, 1);
-    PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(ti)], 1);
     PortStats::add(&q.tx_packets, delivered);
     PortStats::add(&q.tx_bytes, bytes);
     ti

@@ -772,7 +772,7 @@ impl Runtime {
                 if done > 0 {
                     tx.q.publish_used();
                     tx.notify(&sp.stats, done);
-                    count_rx(&sp.stats, pair, done, bytes);
+                    sp.stats.count_rx(pair, done, bytes);
                 }
                 moved += done;
             }
@@ -825,23 +825,12 @@ impl Runtime {
                     }
                 }
                 self.close_outputs();
-                count_rx(&sp.stats, 0, n, bytes);
+                sp.stats.count_rx(0, n, bytes);
             }
         }
         self.ports[s] = Some(sp);
         n
     }
-}
-
-fn count_rx(stats: &PortStats, pair: usize, n: usize, bytes: u64) {
-    PortStats::add(&stats.rx_packets, n as u64);
-    PortStats::add(&stats.rx_bytes, bytes);
-    PortStats::add(&stats.bursts, 1);
-    let q = stats.queue(pair);
-    PortStats::add(&q.rx_packets, n as u64);
-    PortStats::add(&q.rx_bytes, bytes);
-    PortStats::add(&q.rx_bursts, 1);
-    PortStats::add(&q.rx_burst_hist[crate::stats::burst_bucket(n)], 1);
 }
 
 /// Writes a frame into `k` receive chains from `r.i` on: the virtio-net header `hdr`

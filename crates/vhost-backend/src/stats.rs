@@ -174,6 +174,19 @@ impl PortStats {
         &self.queues[q.min(self.queues.len() - 1)]
     }
 
+    /// Counts a burst of `n` frames (`bytes` bytes) taken from queue pair `pair`.
+    #[inline]
+    pub fn count_rx(&self, pair: usize, n: usize, bytes: u64) {
+        add(&self.rx_packets, n as u64);
+        add(&self.rx_bytes, bytes);
+        add(&self.bursts, 1);
+        let q = self.queue(pair);
+        add(&q.rx_packets, n as u64);
+        add(&q.rx_bytes, bytes);
+        add(&q.rx_bursts, 1);
+        add(&q.rx_burst_hist[burst_bucket(n)], 1);
+    }
+
     /// Reads every port counter.
     pub fn snapshot(&self) -> PortStatsSnapshot {
         PortStatsSnapshot {
