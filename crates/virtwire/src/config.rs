@@ -22,7 +22,7 @@
 //! type = "vhost-user"              # or "tap"
 //! socket = "/run/virtwire/vm1.sock"  # default RUN_DIR/sockets/NAME.sock
 //! mode = "server"                  # or "client": connect to the frontend's socket
-//! queue_pairs = 1
+//! queue_pairs = 2                  # default: one per CPU the switch may use (at most 8)
 //! mac = "52:54:00:00:00:01"
 //! mtu = 1500
 //! vlan = 10                        # access port; or trunks = [10, 20], native_vlan = 10
@@ -169,7 +169,7 @@ pub struct PortConfig {
     /// vhost-user: "server" (default) or "client".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
-    /// vhost-user: queue pairs (default 1).
+    /// vhost-user: queue pairs (default: one per CPU the switch may use, at most 8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_pairs: Option<u16>,
     /// vhost-user: MAC address of the guest's interface (default: derived from the name).
@@ -265,6 +265,11 @@ impl Port {
     }
 }
 
+/// Queue pairs a vhost-user port offers when its configuration does not say.
+pub fn default_queue_pairs() -> u16 {
+    std::thread::available_parallelism().map(|n| n.get().min(8) as u16).unwrap_or(1)
+}
+
 /// A locally administered MAC derived from a port name, stable across runs.
 pub fn default_mac(name: &str) -> Mac {
     let mut h: u32 = 0x811c9dc5;
@@ -315,7 +320,9 @@ impl PortConfig {
                     .unwrap_or("server")
                     .parse()
                     .map_err(|e| anyhow::anyhow!("port {n}: mode: {e}"))?;
-                let queue_pairs = self.queue_pairs.unwrap_or(1);
+                // Multiqueue by default: as many queue pairs as CPUs the switch may use
+                // (at most 8); a guest enables what it wants of them.
+                let queue_pairs = self.queue_pairs.unwrap_or_else(default_queue_pairs);
                 if queue_pairs == 0 || queue_pairs > 64 {
                     bail!("port {n}: queue_pairs {queue_pairs} is outside 1..=64");
                 }
@@ -604,7 +611,7 @@ mod tests {
     fn defaults() {
         let p = ports("[[port]]\nname='a'\ntype='vhost-user'\nsocket='/tmp/a'\ndiag='sink'\n").unwrap();
         assert_eq!(vhost(&p[0]).1, SocketMode::Server);
-        assert_eq!(p[0].spec.queue_pairs, 1);
+        assert_eq!(p[0].spec.queue_pairs, default_queue_pairs());
         assert_eq!(p[0].spec.mac, default_mac("a"));
         assert_eq!(p[0].spec.diag_frame_size, 64);
         assert_eq!(p[0].spec.policy, PortPolicy::default());

@@ -548,7 +548,7 @@ mod tests {
         assert_eq!(info.socket, Some(dir.join("sockets/e.sock").display().to_string()));
         assert_eq!(sw.list().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "e"]);
         let s = sw.show("a").unwrap();
-        assert_eq!(s.stats.queues.len(), 1);
+        assert_eq!(s.stats.queues.len(), crate::config::default_queue_pairs() as usize);
         assert!(!s.info.connected);
         assert_eq!(sw.stats().ports.len(), 2);
         assert_eq!(sw.stats().workers[0].name, "virtwire-dp0");

@@ -28,7 +28,7 @@ impl Daemon {
     fn start(tag: &str) -> Daemon {
         let dir = support::guest::scratch_dir(&format!("bad-{tag}"));
         let cfg = format!(
-            "[[port]]\nname='a'\ntype='vhost-user'\nsocket='{0}/a.sock'\ndiag='reflect'\n\
+            "[[port]]\nname='a'\ntype='vhost-user'\nsocket='{0}/a.sock'\nqueue_pairs=1\ndiag='reflect'\n\
              [[port]]\nname='b'\ntype='vhost-user'\nsocket='{0}/b.sock'\ndiag='reflect'\n",
             dir.path().display()
         );
