@@ -26,7 +26,7 @@ use crate::fdb::Slot;
 use crate::offload::{pass_header, Accept};
 use crate::policy::{Egress, PortPolicy};
 use crate::stats::PortStats;
-use crate::worker::{Dec, Io, Ring, Runtime, BURST, MAX_FRAME, PREFETCH_AHEAD, TAP_BUF};
+use crate::worker::{Dec, Io, Ring, Runtime, BURST, MAX_FRAME, PREFETCH_AHEAD, RX_BURST_MAX, TAP_BUF};
 
 /// Broadcast and multicast: every port of the VLAN but the sender.
 pub(crate) const FLOOD: u16 = u16::MAX;
@@ -435,17 +435,21 @@ impl Runtime {
                     for i in 0..PREFETCH_AHEAD.min(n) {
                         r.burst.chain(i).prefetch(2);
                     }
-                    (r.open, r.n, r.i, r.pkts, r.bytes) = (true, n, 0, 0, 0);
+                    (r.open, r.n, r.i, r.max, r.pkts, r.bytes) = (true, n, 0, self.burst, 0, 0);
                     self.opened.push((t as u16, ri as u16));
                 }
                 let need = hdr_len + out.len;
                 let mut k = pick_rx(&r.burst, r.i, need, mrg);
-                if k.is_none() && r.n == self.burst && r.i > 0 {
-                    // This burst of buffers is used up: publish it and take the next.
+                if k.is_none() && r.n == r.max {
+                    // The buffers popped so far are used up, or too few for one large
+                    // frame (64 KiB in 1.5 KiB buffers takes 44): publish what was used
+                    // and take up to RX_BURST_MAX more.
                     r.q.rewind(&r.burst, r.i);
-                    r.q.publish_used();
-                    match r.q.pop(&mut r.burst, self.burst) {
-                        Ok(n) => (r.n, r.i) = (n, 0),
+                    if r.i > 0 {
+                        r.q.publish_used();
+                    }
+                    match r.q.pop(&mut r.burst, RX_BURST_MAX) {
+                        Ok(n) => (r.n, r.i, r.max) = (n, 0, RX_BURST_MAX),
                         Err(e) => {
                             (r.n, r.i) = (0, 0);
                             r.fail(&p.name, ri, e, stats);

@@ -277,10 +277,11 @@ fn flows_spread_over_receive_queues_in_order() {
 #[test]
 fn large_frames_through_merged_buffers() {
     let w = Worker::spawn("dp-big", FdbConfig::default()).unwrap();
-    let small_bufs = Config { mrg_rxbuf: true, rx_buf_len: 2048, tx_buf_len: 65536, ..Config::default() };
+    // 1 KiB receive buffers: a 60000-byte frame spans 59 of them, more than a burst.
+    let small_bufs = Config { mrg_rxbuf: true, rx_buf_len: 1024, tx_buf_len: 65536, ..Config::default() };
     let mut a = Ep::start("biga", 1, &w, PortPolicy::default(), 1, small_bufs.clone());
     let mut b = Ep::start("bigb", 2, &w, PortPolicy::default(), 1, small_bufs);
-    for (i, len) in [60usize, 1514, 4000, 9018, 20000, 9018, 61].into_iter().enumerate() {
+    for (i, len) in [60usize, 1514, 4000, 9018, 20000, 60000, 9018, 61, 60000].into_iter().enumerate() {
         let f = test_frame(mac(2), mac(1), len, i as u64);
         a.send(0, &f);
         let got = b.recv_n(1);
