@@ -91,7 +91,8 @@ pub const OFFLOADS: u64 = nf::CSUM
     | nf::GUEST_TSO6
     | nf::GUEST_ECN
     | nf::GUEST_USO4
-    | nf::GUEST_USO6;
+    | nf::GUEST_USO6
+    | nf::RSC_EXT;
 
 /// Virtio feature bits this device offers. Offload bits come with checksum and
 /// segmentation support. VHOST_F_LOG_ALL (with the LOG_SHMFD protocol feature) is live

@@ -20,6 +20,7 @@ use virtq::Chain;
 
 use netproto::gro::{Gro, GroOpts};
 use netproto::gso::{TxOffloads, TxPlan};
+use netproto::virtio_net::HDR_F_RSC_INFO;
 
 use crate::diag::pick_rx;
 use crate::fdb::Slot;
@@ -582,7 +583,7 @@ impl Runtime {
             tso4: a.tso4,
             tso6: a.tso6,
             ecn: a.ecn,
-            rsc_ext: false,
+            rsc_ext: a.rsc_ext,
             full_csum: false,
             max_segs: 44,
         })
@@ -605,7 +606,13 @@ impl Runtime {
                 PortStats::add(&stats.gro_frames, 1);
                 PortStats::add(&stats.gro_segments, payload.div_ceil(h.gso_size as usize) as u64);
             }
-            Some(pass_header(h, delta))
+            let mut out = pass_header(h, delta);
+            if h.flags & HDR_F_RSC_INFO != 0 {
+                // RSC_EXT: csum_start and csum_offset carry the coalesced segment and
+                // duplicate ACK counts (virtio 1.x 5.1.6.4), not offsets.
+                (out.flags, out.csum_start, out.csum_offset) = (h.flags, h.csum_start, h.csum_offset);
+            }
+            Some(out)
         } else {
             None
         };

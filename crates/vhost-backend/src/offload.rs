@@ -27,11 +27,15 @@ pub struct Accept {
     pub uso6: bool,
     /// VIRTIO_NET_F_GUEST_ECN: TCP segmentation requests with the ECN bit.
     pub ecn: bool,
+    /// VIRTIO_NET_F_RSC_EXT: coalesced frames report how many segments they hold
+    /// (virtio 1.x 5.1.6.4, VIRTIO_NET_HDR_F_RSC_INFO).
+    pub rsc_ext: bool,
 }
 
 impl Accept {
     /// Everything (a tap: the kernel segments and checksums what it must).
-    pub const ALL: Accept = Accept { csum: true, tso4: true, tso6: true, uso4: true, uso6: true, ecn: true };
+    pub const ALL: Accept =
+        Accept { csum: true, tso4: true, tso6: true, uso4: true, uso6: true, ecn: true, rsc_ext: false };
 
     /// What a guest negotiated.
     pub fn from_features(f: u64) -> Accept {
@@ -42,6 +46,7 @@ impl Accept {
             uso4: f & nf::GUEST_USO4 != 0,
             uso6: f & nf::GUEST_USO6 != 0,
             ecn: f & nf::GUEST_ECN != 0,
+            rsc_ext: f & nf::RSC_EXT != 0,
         }
     }
 
