@@ -222,6 +222,20 @@ impl Runtime {
     ) -> Verdict {
         let mut h = [0u8; PEEK];
         let n = src.read(0, &mut h[..flen.min(PEEK)]);
+        self.classify_peek(slot, policy, &h[..n], flen, c)
+    }
+
+    /// Classifies a frame of `flen` bytes from its first bytes `h` (up to PEEK).
+    #[inline]
+    fn classify_peek(
+        &mut self,
+        slot: usize,
+        policy: &PortPolicy,
+        h: &[u8],
+        flen: usize,
+        c: &mut Cache,
+    ) -> Verdict {
+        let n = h.len();
         if n < 14 {
             return Verdict::Bad;
         }
@@ -695,12 +709,16 @@ impl Runtime {
                         Some(t) if t.elapsed() < self.backpressure => Wait::Allowed,
                         Some(_) => Wait::Expired,
                     };
+                    // One read for the virtio-net header and the frame's first bytes.
+                    let mut peek = [0u8; HDR + PEEK];
+                    let got = c.read_at(0, &mut peek[..hdr_len + flen.min(PEEK)]);
                     let mut hdr = NetHdr::default();
                     if has_offloads && hdr_len >= 10 {
                         let mut b = [0u8; HDR];
-                        c.read_at(0, &mut b[..hdr_len.min(HDR)]);
+                        b[..hdr_len.min(HDR)].copy_from_slice(&peek[..hdr_len.min(HDR)]);
                         hdr = NetHdr::parse(&b);
                     }
+                    let h = &peek[hdr_len.min(got)..got];
                     let blocked = if total < hdr_len + 14 || flen > MAX_FRAME {
                         Self::refuse(&sp.stats, &Verdict::Bad);
                         false
@@ -719,7 +737,7 @@ impl Runtime {
                         )
                     } else {
                         let src = Src::Chain(c, hdr_len);
-                        match self.classify(s, &sp.policy, &src, flen, &mut cache) {
+                        match self.classify_peek(s, &sp.policy, h, flen, &mut cache) {
                             Verdict::Forward(d) if gro_src && d.tcp && d.dest < DROP => {
                                 // A TCP segment from a sender that cannot segment
                                 // itself, to a port that takes large frames: coalesce
