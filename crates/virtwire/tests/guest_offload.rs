@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use support::guest::{mac_for, scratch_dir, Guest, GuestSpec, QEMU};
 use support::switch::{
-    guest_modules, iperf_report, iperf_report_from, tap_port, vhost_user_port, wait_for_interface,
-    IperfReport, NetNs, PortStats, Switch, GUEST_PRELUDE,
+    assert_port_clean, boot, done, guest_modules, iperf_report, iperf_report_from, tap_port, vhost_user_port,
+    wait, wait_for_interface, IperfReport, NetNs, PortStats, Switch, GUEST_PRELUDE,
 };
 
 /// Serialises the guest cases of this file.
@@ -33,11 +33,6 @@ static GUESTS: Mutex<()> = Mutex::new(());
 fn one_at_a_time() -> MutexGuard<'static, ()> {
     GUESTS.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Boot plus script of the slowest guest, on a busy machine.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bytes an iperf3 run of a few seconds must move at the least, whatever its direction.
-const MIN_IPERF_BYTES: u64 = 20_000_000;
 
 /// Shell functions of these cases, after [`GUEST_PRELUDE`]:
 /// - `vw_ethtool TAG DEV`: `ethtool -k DEV`, each line behind `VW-ETHTOOL-TAG `;
@@ -104,17 +99,6 @@ fn offloads_off() -> &'static str {
         }
         opts.join(",")
     })
-}
-
-fn boot(spec: GuestSpec) -> Guest {
-    let name = spec.name.clone();
-    Guest::boot(spec).unwrap_or_else(|e| panic!("boot {name}: {e:#}"))
-}
-
-fn wait(guest: &mut Guest, needle: &str) {
-    if let Err(e) = guest.wait_for_console(needle, GUEST_TIMEOUT) {
-        panic!("{e:#}");
-    }
 }
 
 fn go(guest: &mut Guest) {
@@ -262,20 +246,9 @@ fn report(console: &str, tag: &str) -> IperfReport {
     r
 }
 
+/// [`support::switch::check_report`], and no one-second interval without traffic.
 fn check_report(tag: &str, r: &IperfReport) {
-    eprintln!(
-        "iperf3 {tag}: sent {} B, received {} B, {:.1} Mbit/s, intervals {:?}",
-        r.sent_bytes,
-        r.received_bytes,
-        r.received_bps / 1e6,
-        r.interval_bytes
-    );
-    assert!(
-        r.sent_bytes >= MIN_IPERF_BYTES && r.received_bytes >= MIN_IPERF_BYTES,
-        "iperf3 {tag} moved too little (sent {} received {}, want >= {MIN_IPERF_BYTES})",
-        r.sent_bytes,
-        r.received_bytes
-    );
+    support::switch::check_report(tag, r);
     assert!(r.interval_bytes.iter().all(|&b| b > 0), "iperf3 {tag}: an interval moved nothing (a stall)");
 }
 
@@ -292,16 +265,8 @@ fn offloads(p: &PortStats) -> (u64, u64, u64, u64) {
 
 /// No refused frame, header or ring on `port`.
 fn assert_clean(sw: &Switch, port: &str) {
-    let p = sw.port_stats(port);
-    assert!(p.connected(), "port {port} not connected: {p}");
-    assert_eq!(p.num("/ring_errors"), 0, "ring errors on {port}: {p}");
-    assert_eq!(p.num("/drops/bad_frame"), 0, "bad frames on {port}: {p}");
+    let p = assert_port_clean(sw, port);
     assert_eq!(p.num("/drops/bad_header"), 0, "virtio-net headers refused from {port}: {p}");
-}
-
-fn done(name: &str, t0: Instant, sw: Switch) {
-    let log = sw.stop();
-    eprintln!("{name}: passed in {:.1} s; virtwire log:\n{log}", t0.elapsed().as_secs_f64());
 }
 
 /// What a guest that negotiated every offload the switch offers shows in `ethtool -k`.

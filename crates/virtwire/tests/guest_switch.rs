@@ -12,10 +12,10 @@ mod support;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use support::guest::{mac_for, scratch_dir, Guest, GuestSpec, Transport};
+use support::guest::{mac_for, scratch_dir, GuestSpec, Transport};
 use support::switch::{
-    guest_modules, iperf_report, iperf_report_from, ping_received, tap_port, vhost_user_port,
-    wait_for_interface, IperfReport, NetNs, Switch, GUEST_PRELUDE,
+    assert_port_clean, boot, done, guest_modules, iperf_report_from, ping_received, report, tap_port,
+    vhost_user_port, wait, wait_for_interface, IperfReport, NetNs, Switch, GUEST_PRELUDE, MIN_IPERF_BYTES,
 };
 
 /// Serialises the guest cases of this file.
@@ -25,11 +25,6 @@ fn one_at_a_time() -> MutexGuard<'static, ()> {
     GUESTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Boot plus script of the slowest guest, on a busy machine.
-const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
-/// Bytes an iperf3 run of a few seconds must move at the least, whatever its direction
-/// (TCG guests move tens of MB/s and more through the switch).
-const MIN_IPERF_BYTES: u64 = 20_000_000;
 /// Echo requests per positive ping check, and the answers required.
 const PINGS: u64 = 5;
 const PINGS_OK: u64 = 4;
@@ -42,17 +37,6 @@ fn spec(name: &str, socket: &std::path::Path, ip: &str, script: &str) -> GuestSp
         script: format!("{GUEST_PRELUDE}\n{script}\n"),
         console_input: true,
         ..GuestSpec::new(name)
-    }
-}
-
-fn boot(spec: GuestSpec) -> Guest {
-    let name = spec.name.clone();
-    Guest::boot(spec).unwrap_or_else(|e| panic!("boot {name}: {e:#}"))
-}
-
-fn wait(guest: &mut Guest, needle: &str) {
-    if let Err(e) = guest.wait_for_console(needle, GUEST_TIMEOUT) {
-        panic!("{e:#}");
     }
 }
 
@@ -74,29 +58,8 @@ fn assert_ping_fails(guest: &str, console: &str, tag: &str) {
     assert_eq!(n, 0, "{guest}: ping {tag} was answered {n} times; console:\n{console}");
 }
 
-fn report(console: &str, tag: &str) -> IperfReport {
-    let r = iperf_report(console, tag).unwrap_or_else(|e| panic!("{e:#}; console:\n{console}"));
-    eprintln!(
-        "iperf3 {tag}: sent {} B, received {} B, {:.1} Mbit/s, intervals {:?}",
-        r.sent_bytes,
-        r.received_bytes,
-        r.received_bps / 1e6,
-        r.interval_bytes
-    );
-    assert!(
-        r.sent_bytes >= MIN_IPERF_BYTES && r.received_bytes >= MIN_IPERF_BYTES,
-        "iperf3 {tag} moved too little (sent {} received {}, want >= {MIN_IPERF_BYTES})",
-        r.sent_bytes,
-        r.received_bytes
-    );
-    r
-}
-
 fn assert_clean(sw: &Switch, port: &str) {
-    let p = sw.port_stats(port);
-    assert!(p.connected(), "port {port} not connected: {p}");
-    assert_eq!(p.num("/ring_errors"), 0, "ring errors on {port}: {p}");
-    assert_eq!(p.num("/drops/bad_frame"), 0, "bad frames on {port}: {p}");
+    assert_port_clean(sw, port);
 }
 
 /// Pings `addr` from namespace `ns` (busybox ping): the answers and the whole output.
@@ -107,11 +70,6 @@ fn ns_ping(ns: &NetNs, addr: &str, count: u64) -> (u64, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let answered = ping_received(&text).unwrap_or_else(|| panic!("no ping summary:\n{text}"));
     (answered, text)
-}
-
-fn done(name: &str, t0: Instant, sw: Switch) {
-    let log = sw.stop();
-    eprintln!("{name}: passed in {:.1} s; virtwire log:\n{log}", t0.elapsed().as_secs_f64());
 }
 
 /// Two VMs on two vhost-user ports: ping both ways, then iperf3 TCP both ways.

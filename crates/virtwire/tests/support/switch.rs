@@ -575,3 +575,62 @@ pub fn guest_modules(modules: &[&str]) -> Result<(Vec<GuestFile>, String)> {
     }
     Ok((files, script))
 }
+
+/// Boot plus script of the slowest guest, on a busy machine.
+pub const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// Bytes an iperf3 run of a few seconds must move at the least, whatever its direction
+/// (TCG guests move tens of MB/s and more through the switch).
+pub const MIN_IPERF_BYTES: u64 = 20_000_000;
+
+/// Boots a guest; a failure names it.
+pub fn boot(spec: crate::support::guest::GuestSpec) -> crate::support::guest::Guest {
+    let name = spec.name.clone();
+    crate::support::guest::Guest::boot(spec).unwrap_or_else(|e| panic!("boot {name}: {e:#}"))
+}
+
+/// Waits for `needle` on a guest's console.
+pub fn wait(guest: &mut crate::support::guest::Guest, needle: &str) {
+    if let Err(e) = guest.wait_for_console(needle, GUEST_TIMEOUT) {
+        panic!("{e:#}");
+    }
+}
+
+/// The iperf3 report `tag` of a console, which must have moved at least
+/// [`MIN_IPERF_BYTES`] each way.
+pub fn report(console: &str, tag: &str) -> IperfReport {
+    let r = iperf_report(console, tag).unwrap_or_else(|e| panic!("{e:#}; console:\n{console}"));
+    check_report(tag, &r);
+    r
+}
+
+/// Prints an iperf3 report and checks it moved at least [`MIN_IPERF_BYTES`].
+pub fn check_report(tag: &str, r: &IperfReport) {
+    eprintln!(
+        "iperf3 {tag}: sent {} B, received {} B, {:.1} Mbit/s, intervals {:?}",
+        r.sent_bytes,
+        r.received_bytes,
+        r.received_bps / 1e6,
+        r.interval_bytes
+    );
+    assert!(
+        r.sent_bytes >= MIN_IPERF_BYTES && r.received_bytes >= MIN_IPERF_BYTES,
+        "iperf3 {tag} moved too little (sent {} received {}, want >= {MIN_IPERF_BYTES})",
+        r.sent_bytes,
+        r.received_bytes
+    );
+}
+
+/// A connected port without ring errors or malformed frames.
+pub fn assert_port_clean(sw: &Switch, port: &str) -> PortStats {
+    let p = sw.port_stats(port);
+    assert!(p.connected(), "port {port} not connected: {p}");
+    assert_eq!(p.num("/ring_errors"), 0, "ring errors on {port}: {p}");
+    assert_eq!(p.num("/drops/bad_frame"), 0, "bad frames on {port}: {p}");
+    p
+}
+
+/// Stops the switch and prints how long the case took and the switch's log.
+pub fn done(name: &str, t0: Instant, sw: Switch) {
+    let log = sw.stop();
+    eprintln!("{name}: passed in {:.1} s; virtwire log:\n{log}", t0.elapsed().as_secs_f64());
+}
