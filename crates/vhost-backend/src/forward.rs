@@ -12,6 +12,7 @@
 //! receiver never stalls traffic to the others.
 
 use std::io::{Read, Write};
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use netproto::ethernet::Mac;
@@ -364,13 +365,12 @@ impl Runtime {
         if eg == Egress::Drop {
             return Sent::Done;
         }
-        let stats = p.stats.clone();
         let Src::Buf(frame) = *src else { return Sent::Done };
         if accept.takes(&plan) {
             let delta = Out::new(d, eg).len as isize - d.flen as isize;
             let sent = self.output_with(t, src, d, Some(pass_header(&self.vh, delta)));
             if sent == Sent::Done && matches!(plan, TxPlan::Gso(_)) {
-                PortStats::add(&stats.gso_passed, 1);
+                self.count(t, |s| &s.gso_passed, 1);
             }
             return sent;
         }
@@ -382,11 +382,11 @@ impl Runtime {
                 f.copy_from_slice(frame);
                 match netproto::csum::complete_partial(f, start, offset) {
                     Ok(_) => {
-                        PortStats::add(&stats.csum_completed, 1);
+                        self.count(t, |s| &s.csum_completed, 1);
                         self.output_with(t, &Src::Buf(f), d, None)
                     }
                     Err(_) => {
-                        PortStats::add(&stats.drop_bad_header, 1);
+                        self.count(t, |s| &s.drop_bad_header, 1);
                         Sent::Done
                     }
                 }
@@ -401,11 +401,11 @@ impl Runtime {
                 });
                 match r {
                     Ok(n) => {
-                        PortStats::add(&stats.gso_segmented, 1);
-                        PortStats::add(&stats.gso_segments, n as u64);
-                        PortStats::add(&stats.drop_no_rx_buffer, lost);
+                        self.count(t, |s| &s.gso_segmented, 1);
+                        self.count(t, |s| &s.gso_segments, n as u64);
+                        self.count(t, |s| &s.drop_no_rx_buffer, lost);
                     }
-                    Err(_) => PortStats::add(&stats.drop_bad_header, 1),
+                    Err(_) => self.count(t, |s| &s.drop_bad_header, 1),
                 }
                 // Segments are never held: the ones without room are dropped.
                 Sent::Done
@@ -611,14 +611,13 @@ impl Runtime {
         if eg == Egress::Drop || !p.policy.takes_unicast(&d.dst) {
             return;
         }
-        let stats = p.stats.clone();
         let dp = Dec { flen: f.len() as u32, ..*d };
         let hdr = if h.gso_type != 0 || h.flags != 0 {
             let delta = Out::new(&dp, eg).len as isize - dp.flen as isize;
             if h.gso_type != 0 && h.gso_size != 0 {
                 let payload = f.len().saturating_sub(h.hdr_len as usize);
-                PortStats::add(&stats.gro_frames, 1);
-                PortStats::add(&stats.gro_segments, payload.div_ceil(h.gso_size as usize) as u64);
+                self.count(t, |s| &s.gro_frames, 1);
+                self.count(t, |s| &s.gro_segments, payload.div_ceil(h.gso_size as usize) as u64);
             }
             let mut out = pass_header(h, delta);
             if h.flags & HDR_F_RSC_INFO != 0 {
@@ -631,7 +630,15 @@ impl Runtime {
             None
         };
         if self.output_with(t, &Src::Buf(f), &dp, hdr) == Sent::NoBuffer {
-            PortStats::add(&stats.drop_no_rx_buffer, 1);
+            self.count(t, |s| &s.drop_no_rx_buffer, 1);
+        }
+    }
+
+    /// Adds `n` to a counter of the port in slot `t`.
+    #[inline]
+    fn count(&self, t: usize, counter: impl Fn(&PortStats) -> &AtomicU64, n: u64) {
+        if let Some(Some(p)) = self.ports.get(t) {
+            PortStats::add(counter(&p.stats), n);
         }
     }
 
