@@ -119,10 +119,24 @@ impl Out {
     }
 }
 
-#[inline(always)]
-fn fold(a: u64, b: u64) -> u64 {
-    let p = (a as u128) * (b as u128 | 1);
-    (p as u64) ^ ((p >> 64) as u64)
+/// The flow hash that picks a receive queue: the Toeplitz hash of virtio 1.2 5.1.6.4.3
+/// with the default key (IPv4/IPv6 addresses, plus TCP/UDP ports when present and the
+/// packet is not a fragment), the hash a guest's own RSS would compute. Frames that are
+/// not IP hash their MAC addresses, so they too stay on one queue.
+#[inline]
+fn flow_hash(h: &[u8]) -> u32 {
+    match netproto::rss::DEFAULT_TOEPLITZ.flow_hash(h, netproto::rss::hash_types::SUPPORTED) {
+        Some(f) => f.value,
+        None => netproto::rss::DEFAULT_TOEPLITZ.hash(h.get(..12).unwrap_or(h)),
+    }
+}
+
+/// The receive queue (among the `live` ones) for a flow hash: the spec's indirection
+/// table (virtio 1.2 5.1.6.5.7.1) of 128 entries filled round-robin over the queues,
+/// as a driver sets it up by default.
+#[inline]
+pub(crate) fn rx_queue_of(hash: u32, live: usize) -> usize {
+    (hash as usize & 127) % live
 }
 
 #[inline(always)]
@@ -132,53 +146,19 @@ fn be_u64(b: &[u8]) -> u64 {
     u64::from_be_bytes(a)
 }
 
-/// A hash of the frame's flow (IP addresses and TCP/UDP ports; the MAC addresses for
-/// anything else), to spread a port's flows over its receive queues while keeping
-/// each flow on one queue (so never reordered).
-#[inline]
-fn flow_hash(h: &[u8], l3: usize, ethertype: u16) -> u32 {
-    let g = |a: usize, b: usize| h.get(a..b);
-    let x = match ethertype {
-        0x0800 => match (g(l3, l3 + 20), h.get(l3)) {
-            (Some(ip), Some(&v)) => {
-                let ihl = (v & 0xf) as usize * 4;
-                let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-                let ports = match ip[9] {
-                    6 | 17 if frag == 0 => g(l3 + ihl, l3 + ihl + 4).map(be_u64).unwrap_or(0),
-                    _ => 0,
-                };
-                fold(be_u64(&ip[12..20]) ^ ports, ip[9] as u64)
-            }
-            _ => 0,
-        },
-        0x86dd => match g(l3, l3 + 40) {
-            Some(ip) => {
-                let ports = match ip[6] {
-                    6 | 17 => g(l3 + 40, l3 + 44).map(be_u64).unwrap_or(0),
-                    _ => 0,
-                };
-                let a = be_u64(&ip[8..16]) ^ be_u64(&ip[16..24]);
-                let b = be_u64(&ip[24..32]) ^ be_u64(&ip[32..40]);
-                fold(a ^ ports, b)
-            }
-            None => 0,
-        },
-        _ => fold(be_u64(&h[0..6]), be_u64(&h[6..12])),
-    };
-    (fold(x, 0x9e37_79b9_7f4a_7c15) >> 32) as u32
-}
-
 /// The last source learned and destination looked up in a burst: consecutive frames
 /// of one flow skip the table.
 struct Cache {
     src: u64,
     dst: u64,
     dest: u16,
+    /// `dest` spreads frames over more than one receive queue (needs a flow hash).
+    multi: bool,
 }
 
 impl Cache {
     fn new() -> Cache {
-        Cache { src: u64::MAX, dst: u64::MAX, dest: DROP }
+        Cache { src: u64::MAX, dst: u64::MAX, dest: DROP, multi: false }
     }
 }
 
@@ -263,10 +243,10 @@ impl Runtime {
             self.fdb.learn(vlan, &smac, slot as Slot, self.now);
         }
         let dk = (vlan as u64) << 48 | be_u64(&h[0..6]) >> 16;
-        let dest = if dk == c.dst {
-            c.dest
+        let (dest, multi) = if dk == c.dst {
+            (c.dest, c.multi)
         } else if dst.is_multicast() {
-            FLOOD
+            (FLOOD, true)
         } else {
             let d = match self.fdb.lookup(vlan, &dst, self.now) {
                 // Never back out of the port it came in on.
@@ -274,16 +254,33 @@ impl Runtime {
                 Some(d) => d,
                 None => FLOOD_UNKNOWN,
             };
-            (c.dst, c.dest) = (dk, d);
-            d
+            (c.dst, c.dest, c.multi) = (dk, d, self.spreads(d));
+            (d, c.multi)
         };
-        let hash = flow_hash(&h[..n], l3, et);
         let tcp = match et {
             0x0800 => h.get(l3 + 9) == Some(&6),
             0x86dd => h.get(l3 + 6) == Some(&6),
             _ => false,
         };
+        // The hash only matters where there is a queue to choose, and for coalescing
+        // (which keeps one flow's segments together).
+        let hash = if multi || tcp { flow_hash(&h[..n]) } else { 0 };
         Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst, tcp })
+    }
+
+    /// Whether frames for `dest` may go to more than one receive queue.
+    fn spreads(&self, dest: u16) -> bool {
+        match dest {
+            FLOOD | FLOOD_UNKNOWN => true,
+            DROP => false,
+            t => match self.ports.get(t as usize) {
+                Some(Some(p)) => match &p.io {
+                    Io::Vhost(v) => v.rx_live.len() > 1,
+                    Io::Tap(_) => false,
+                },
+                _ => false,
+            },
+        }
     }
 
     /// Sends one classified frame to its destinations. Returns true when the frame
@@ -433,7 +430,8 @@ impl Runtime {
                     PortStats::add(&stats.drop_no_rx_buffer, 1);
                     return Sent::Done;
                 }
-                let pair = if live == 1 { v.rx_live[0] } else { v.rx_live[d.hash as usize % live] } as usize;
+                let pair =
+                    if live == 1 { v.rx_live[0] } else { v.rx_live[rx_queue_of(d.hash, live)] } as usize;
                 let ri = 2 * pair;
                 let (hdr_len, mrg) = (v.hdr_len, v.mrg);
                 let Some(r) = v.rings.get_mut(ri).and_then(|r| r.as_mut()) else { return Sent::Done };
@@ -946,13 +944,22 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for port in 0..64u16 {
             f[34..36].copy_from_slice(&port.to_be_bytes());
-            let a = flow_hash(&f, 14, 0x0800);
-            assert_eq!(a, flow_hash(&f, 14, 0x0800));
-            seen.insert(a % 4);
+            let a = flow_hash(&f);
+            assert_eq!(a, flow_hash(&f));
+            // The guest's own RSS (Toeplitz, default key) computes the same value.
+            let ip = |o: usize| [f[o], f[o + 1], f[o + 2], f[o + 3]];
+            let want = netproto::rss::DEFAULT_TOEPLITZ.hash_v4(ip(26), ip(30), Some((port, 0)));
+            assert_eq!(a, want);
+            seen.insert(rx_queue_of(a, 4));
         }
         assert_eq!(seen.len(), 4, "64 flows reach all four queues");
-        // Short or odd frames hash without panicking.
-        assert_eq!(flow_hash(&f[..20], 14, 0x0800), flow_hash(&f[..20], 14, 0x0800));
-        let _ = flow_hash(&f[..14], 14, 0x86dd);
+        // Short or odd frames hash without panicking; non-IP frames hash their addresses.
+        assert_eq!(flow_hash(&f[..20]), flow_hash(&f[..20]));
+        let _ = flow_hash(&f[..5]);
+        let mut arp = f.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        let mut arp2 = arp.clone();
+        arp2[20] ^= 1;
+        assert_eq!(flow_hash(&arp), flow_hash(&arp2));
     }
 }

@@ -39,6 +39,10 @@ pub struct TestpmdSpec {
     pub virtio_user: bool,
     /// Send a first burst before forwarding (`--tx-first`), for io forwarding loops.
     pub tx_first: bool,
+    /// More ports: each a `--vdev` argument (e.g. a second `net_virtio_user1,path=...`).
+    pub extra_vdevs: Vec<String>,
+    /// Appended to testpmd's own options (after `--`), e.g. `--cmdline-file=FILE`.
+    pub extra_args: Vec<String>,
 }
 
 impl TestpmdSpec {
@@ -52,6 +56,8 @@ impl TestpmdSpec {
             extra_vdev_opts: String::new(),
             virtio_user: false,
             tx_first: false,
+            extra_vdevs: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -116,7 +122,12 @@ impl Testpmd {
             "--log-level=lib.eal:notice".into(),
             "--vdev".into(),
             vdev,
-            "--".into(),
+        ]);
+        for v in &spec.extra_vdevs {
+            args.extend(["--vdev".to_string(), v.clone()]);
+        }
+        args.extend([
+            "--".to_string(),
             format!("--forward-mode={}", spec.forward_mode),
             "--auto-start".into(),
             "--disable-link-check".into(),
@@ -127,6 +138,7 @@ impl Testpmd {
         if spec.tx_first {
             args.push("--tx-first".into());
         }
+        args.extend(spec.extra_args.iter().cloned());
         // stdout is a pipe: line-buffer it so "Press enter to exit" arrives when printed.
         let mut child = Command::new("stdbuf")
             .args(["-oL", "-eL", TESTPMD])
