@@ -29,6 +29,22 @@ Per run the script also records:
     iperf3 run, and what other processes used meanwhile;
   - each receiver's TCP checksum errors (`/proc/net/snmp`) and iperf3's retransmits.
 
+Multiqueue (--queues 1,4 measures each setup with 1 and with 4 queue pairs, interleaved):
+QEMU's `-netdev vhost-user,...,queues=N` and `mq=on` on the device, `ethtool -L eth0
+combined N` in each guest (its init, from `vw.queues=N` on the kernel command line, as in
+the guest tests), `queue_pairs = N` on both virtwire ports, and `queues=N` on testpmd's
+vhost vdevs with `--rxq=N --txq=N`. Each run checks that both guests use N queue pairs
+(`ethtool -l`) and records their per-queue packet counters (`ethtool -S`) and, for
+virtwire, its per-queue counters. The devices are virtio-mmio by default (one interrupt
+line for all queues); `--transport pci` uses `virtio-net-pci` with 2N+2 MSI-X vectors
+(--vectors); with MSI-X, QEMU 7.2 under TCG crashed (SIGSEGV) before the guest booted.
+--iperf-args adds arguments to the client's iperf3 (e.g. `-l 256 -N` for 256-byte writes
+with TCP_NODELAY, `-M 88` for the smallest MSS); the table's B/frame column shows what
+that made of the frames the switch carried.
+
+Every measured run (switch start, guest boots, iperf3) holds an exclusive flock on
+/tmp/bench.lock (--lock), so that benchmarks sharing the machine take turns.
+
 The switch (virtwire or testpmd, the whole process) is pinned to CPU 1 (--switch-cpu);
 the QEMU processes run wherever the scheduler puts them unless --guest-cpus is given.
 virtwire runs with its default adaptive polling; testpmd polls all the time.
@@ -61,10 +77,10 @@ SETUPS = ("virtwire/on", "testpmd/on", "virtwire/off", "testpmd/off")
 OFFLOADS_OFF = ["csum=off", "guest_csum=off", "guest_tso4=off", "guest_tso6=off", "guest_ecn=off",
                 "guest_ufo=off", "host_tso4=off", "host_tso6=off", "host_ecn=off", "host_ufo=off"]
 GUEST_TIMEOUT = 300
-# virtio-net feature bits (virtio 1.x 5.1.3) reported per guest.
+# virtio-net feature bits (virtio 1.x 5.1.3) reported per guest (offloads, and MQ for --queues).
 FEATURE_BITS = {0: "CSUM", 1: "GUEST_CSUM", 7: "GUEST_TSO4", 8: "GUEST_TSO6", 9: "GUEST_ECN",
                 10: "GUEST_UFO", 11: "HOST_TSO4", 12: "HOST_TSO6", 13: "HOST_ECN", 14: "HOST_UFO",
-                15: "MRG_RXBUF", 29: "EVENT_IDX", 32: "VERSION_1", 34: "RING_PACKED",
+                15: "MRG_RXBUF", 22: "MQ", 29: "EVENT_IDX", 32: "VERSION_1", 34: "RING_PACKED",
                 35: "IN_ORDER"}
 OFFLOAD_COUNTERS = ("gso_passed", "gso_segmented", "gso_segments", "csum_completed", "gro_frames", "gro_segments")
 
@@ -162,18 +178,32 @@ def newc(files):
     return bytes(out)
 
 
-def qemu_args(name, sock, mac, ip, image, initrd, device_opts, tsc_khz, mem_mb=256):
+def qemu_args(name, sock, mac, ip, image, initrd, device_opts, tsc_khz, mem_mb=256, queues=1, vcpus=1,
+              transport="mmio", vectors=None):
+    """QEMU's arguments for one guest. `queues` > 1 adds `mq=on` to the device and
+    `vw.queues=N` to the kernel command line (the guest's init then runs `ethtool -L eth0
+    combined N`, as in the guest tests). transport "mmio": `-M microvm` and
+    `virtio-net-device` (virtio-mmio: one interrupt line for every queue); "pci": `-M pc`
+    and `virtio-net-pci` with `vectors` MSI-X vectors (0: INTx, the guest tests' choice)."""
     vmlinux, _ = image
-    device = f"virtio-net-device,netdev=n0,mac={mac}" + (f",{device_opts}" if device_opts else "")
+    if transport == "pci":
+        machine = "pc,memory-backend=mem"
+        nvec = 2 * queues + 2 if vectors is None else vectors
+        device = f"virtio-net-pci,vectors={nvec}"
+    else:
+        machine = "microvm,pit=on,memory-backend=mem"
+        device = "virtio-net-device"
+    device += f",netdev=n0,mac={mac}" + (",mq=on" if queues > 1 else "") + (f",{device_opts}" if device_opts else "")
     cmdline = ["console=ttyS0", "panic=-1", "oops=panic", "loglevel=4", f"tsc_early_khz={tsc_khz}",
-               "tsc=reliable", f"vw.name={name}", f"vw.ip={ip}"]
-    return ["-accel", "tcg", "-M", "microvm,pit=on,memory-backend=mem", "-m", f"{mem_mb}M",
-            "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on", "-smp", "1",
-            "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "stdio",
-            "-no-reboot", "-global", "virtio-mmio.force-legacy=false",
-            "-chardev", f"socket,id=c0,path={sock},reconnect=1",
-            "-netdev", "vhost-user,id=n0,chardev=c0,queues=1", "-device", device,
-            "-kernel", vmlinux, "-initrd", initrd, "-append", " ".join(cmdline)]
+               "tsc=reliable", f"vw.name={name}", f"vw.ip={ip}"] + ([f"vw.queues={queues}"] if queues > 1 else [])
+    return (["-accel", "tcg", "-M", machine, "-m", f"{mem_mb}M",
+             "-object", f"memory-backend-memfd,id=mem,size={mem_mb}M,share=on", "-smp", str(vcpus),
+             "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none", "-serial", "stdio",
+             "-no-reboot"]
+            + (["-global", "virtio-mmio.force-legacy=false"] if transport != "pci" else [])
+            + ["-chardev", f"socket,id=c0,path={sock},reconnect=1",
+               "-netdev", f"vhost-user,id=n0,chardev=c0,queues={queues}", "-device", device,
+               "-kernel", vmlinux, "-initrd", initrd, "-append", " ".join(cmdline)])
 
 
 # Shell functions of the guest scripts (busybox sh).
@@ -199,6 +229,7 @@ vw_done() {
 }
 vw_report() {
     echo "VW-FEATURES bits=$(cat /sys/class/net/eth0/device/features)"
+    echo "VW-CHANNELS $(ethtool -l eth0 2>/dev/null | awk '/^Combined/ { n = $2 } END { print "combined=" n }')"
     ethtool -k eth0 2>&1 | sed "s/^/VW-ETHTOOL /"
 }
 vw_counters() {
@@ -207,6 +238,7 @@ vw_counters() {
     echo "VW-DEV rx_packets=$(cat $vw_s/rx_packets) tx_packets=$(cat $vw_s/tx_packets)" \
         "rx_errors=$(cat $vw_s/rx_errors) rx_dropped=$(cat $vw_s/rx_dropped)" \
         "rx_frame_errors=$(cat $vw_s/rx_frame_errors) rx_length_errors=$(cat $vw_s/rx_length_errors)"
+    echo "VW-QUEUES $(ethtool -S eth0 2>/dev/null | awk '/[rt]x_queue_[0-9]+_packets:/ { sub(":", "", $1); printf "%s=%s ", $1, $2 }')"
 }
 """
 
@@ -222,7 +254,7 @@ vw_wait_ping {peer} 120
 vw_go iperf
 vw_n=0
 while :; do
-    iperf3 --json -c {peer} -t {secs} -O {omit} >/tmp/r.json 2>&1
+    iperf3 --json -c {peer} -t {secs} -O {omit} {iperf_args} >/tmp/r.json 2>&1
     vw_st=$?
     grep -qE 'unable to connect|Connection refused' /tmp/r.json || break
     vw_n=$((vw_n + 1))
@@ -242,14 +274,16 @@ class Guest:
     """One QEMU guest; its serial console (stdout) collected by a thread, its stdin kept
     open to type on the console."""
 
-    def __init__(self, name, sock, ip, script, image, tmp, device_opts, tsc_khz, cpus):
+    def __init__(self, name, sock, ip, script, image, tmp, device_opts, tsc_khz, cpus, queues=1, vcpus=1,
+                 transport="mmio", vectors=None):
         self.name = name
         initrd = os.path.join(tmp, f"{name}-initrd.cpio")
         with open(image[1], "rb") as src, open(initrd, "wb") as dst:
             shutil.copyfileobj(src, dst)
             dst.write(newc([("/test.sh", (PRELUDE + "\n" + script).encode(), 0o755)]))
         self.mac = mac_for(name)
-        args = qemu_args(name, sock, self.mac, ip, image, initrd, device_opts, tsc_khz)
+        args = qemu_args(name, sock, self.mac, ip, image, initrd, device_opts, tsc_khz, queues=queues,
+                         vcpus=vcpus, transport=transport, vectors=vectors)
         self.command = [QEMU] + args
         pre = ["taskset", "-c", cpus] if cpus else []
         self.p = subprocess.Popen(pre + self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -315,6 +349,25 @@ def parse_ethtool(console):
         if k.strip() in keys:
             out[k.strip()] = v.split()[0] if v.split() else ""
     return out
+
+
+def parse_channels(console):
+    m = re.findall(r"^VW-CHANNELS combined=(\d*)", console, re.M)
+    return int(m[-1]) if m and m[-1] else None
+
+
+def parse_queues(console):
+    """The guest's per-queue packet counters (`ethtool -S eth0`) at the end of the run:
+    {"rx": [...], "tx": [...]} by queue index."""
+    m = re.findall(r"^VW-QUEUES (.*)$", console, re.M)
+    out = {"rx": {}, "tx": {}}
+    if m:
+        for kv in m[-1].split():
+            k, _, v = kv.partition("=")
+            q = re.match(r"([rt]x)_queue_(\d+)_packets$", k)
+            if q and v.isdigit():
+                out[q.group(1)][int(q.group(2))] = int(v)
+    return {d: [out[d][i] for i in sorted(out[d])] for d in out}
 
 
 def parse_snmp(console):
@@ -399,7 +452,8 @@ def wait_paths(paths, timeout, what, proc):
 class Virtwire:
     binary = VIRTWIRE
 
-    def __init__(self, d, cpu, macs, extra_args):
+    def __init__(self, d, cpu, macs, extra_args, queues=1):
+        self.queues = queues
         self.dir = d
         self.cpu = cpu
         self.macs = macs
@@ -414,7 +468,7 @@ class Virtwire:
         with open(cfg, "w") as f:
             for i, sock in enumerate(self.sockets):
                 f.write(f"[[port]]\nname = 'vm{i + 1}'\ntype = 'vhost-user'\nsocket = '{sock}'\nmode = 'server'\n"
-                        f"queue_pairs = 1\nmac = '{self.macs[i]}'\n\n")
+                        f"queue_pairs = {self.queues}\nmac = '{self.macs[i]}'\n\n")
         self.p = subprocess.Popen(["taskset", "-c", self.cpu, self.binary, "run", "--config", cfg,
                                    "--run-dir", self.run_dir] + self.extra_args,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -461,6 +515,13 @@ class Virtwire:
                 # Notifications: kicks from the guest, interrupts to it.
                 "kicks": p.get("kicks", 0) - b.get("kicks", 0),
                 "interrupts": p.get("interrupts", 0) - b.get("interrupts", 0),
+                # Per queue pair: frames received from the guest (rx) and sent to it (tx).
+                "queues": [{"rx_packets": q["rx_packets"] - bq.get("rx_packets", 0),
+                            "tx_packets": q["tx_packets"] - bq.get("tx_packets", 0),
+                            "kicks": q.get("kicks", 0) - bq.get("kicks", 0),
+                            "interrupts": q.get("interrupts", 0) - bq.get("interrupts", 0)}
+                           for q, bq in zip(p.get("queues", []),
+                                            b.get("queues", []) + [{}] * len(p.get("queues", [])))],
             }
         return {"ports": ports}
 
@@ -479,7 +540,8 @@ class TestpmdWire:
     """dpdk-testpmd, two vhost PMD ports (servers) in io forwarding; its main lcore and its
     forwarding lcore both on the switch CPU."""
 
-    def __init__(self, d, cpu, devargs):
+    def __init__(self, d, cpu, devargs, queues=1):
+        self.queues = queues
         self.dir = d
         self.cpu = cpu
         self.devargs = devargs
@@ -492,8 +554,9 @@ class TestpmdWire:
                 "--log-level=lib.vhost.config:info", "--log-level=pmd.net.vhost:info"]
         for i, sock in enumerate(self.sockets):
             extra = f",{self.devargs}" if self.devargs else ""
-            args += ["--vdev", f"net_vhost{i},iface={sock},queues=1{extra}"]
-        args += ["--", "-i", "--total-num-mbufs=16384", "--forward-mode=io", "--nb-cores=1", "--disable-link-check"]
+            args += ["--vdev", f"net_vhost{i},iface={sock},queues={self.queues}{extra}"]
+        args += ["--", "-i", "--total-num-mbufs=16384", "--forward-mode=io", "--nb-cores=1", "--disable-link-check",
+                 f"--rxq={self.queues}", f"--txq={self.queues}"]
         self.command = [TESTPMD] + args
         self.t = Testpmd(args, self.cpu)
         self.t.wait_for("testpmd>", 60)
@@ -529,7 +592,8 @@ class TestpmdWire:
             for port in range(2):
                 block = text[text.find(f"NIC statistics for port {port}"):]
                 m = {k: re.search(rf"{k}:\s+(\d+)", block) for k in ("RX-packets", "RX-missed", "RX-errors",
-                                                                    "RX-nombuf", "TX-packets", "TX-errors")}
+                                                                    "RX-nombuf", "RX-bytes", "TX-packets",
+                                                                    "TX-errors", "TX-bytes")}
                 ports[f"vm{port + 1}"] = {k: int(v.group(1)) for k, v in m.items() if v}
             r["ports"] = ports
             whole = t.read()
@@ -546,26 +610,31 @@ class TestpmdWire:
 
 # ---- one run -------------------------------------------------------------------------
 
-def measure(setup, a, image, tsc_khz, off_opts, tmp):
+def run_key(setup, queues):
+    return f"{setup}/q{queues}"
+
+
+def measure(setup, queues, a, image, tsc_khz, off_opts, tmp):
     switch_name, offloads = setup.split("/")
-    d = tempfile.mkdtemp(prefix=f"{switch_name}-{offloads}-", dir=tmp)
+    d = tempfile.mkdtemp(prefix=f"{switch_name}-{offloads}-q{queues}-", dir=tmp)
     names = ("gi-vm1", "gi-vm2")
     macs = [mac_for(n) for n in names]
     if switch_name == "virtwire":
-        sw = Virtwire(d, a.switch_cpu, macs, a.virtwire_args.split())
+        sw = Virtwire(d, a.switch_cpu, macs, a.virtwire_args.split(), queues)
     else:
-        sw = TestpmdWire(d, a.switch_cpu, a.testpmd_devargs)
+        sw = TestpmdWire(d, a.switch_cpu, a.testpmd_devargs, queues)
     device_opts = off_opts if offloads == "off" else ""
+    guest_opts = {"queues": queues, "vcpus": a.vcpus, "transport": a.transport, "vectors": a.vectors}
     guests = []
-    r = {"setup": setup}
+    r = {"setup": run_key(setup, queues), "switch": switch_name, "offloads": offloads, "queues": queues}
     try:
         sw.start()
         server = Guest(names[1], sw.sockets[1], "10.0.0.2/24", SERVER_SCRIPT, image, d, device_opts, tsc_khz,
-                       a.guest_cpus)
+                       a.guest_cpus, **guest_opts)
         guests.append(server)
         client = Guest(names[0], sw.sockets[0], "10.0.0.1/24",
-                       CLIENT_SCRIPT.format(peer="10.0.0.2", secs=a.seconds, omit=a.omit), image, d, device_opts,
-                       tsc_khz, a.guest_cpus)
+                       CLIENT_SCRIPT.format(peer="10.0.0.2", secs=a.seconds, omit=a.omit, iperf_args=a.iperf_args),
+                       image, d, device_opts, tsc_khz, a.guest_cpus, **guest_opts)
         guests.append(client)
         t_boot = time.time()
         server.wait_for("VW-WAIT end")
@@ -594,8 +663,13 @@ def measure(setup, a, image, tsc_khz, off_opts, tmp):
         cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
         r["cpu_s"] = cpu
         r["other_cpu_cores"] = max(0.0, (busy1 - busy0) - sum(cpu.values())) / (t1 - t0)
-        r["guests"] = {"vm1": {"features": parse_features(c1), "ethtool": parse_ethtool(c1), "counters": parse_snmp(c1)},
-                       "vm2": {"features": parse_features(c2), "ethtool": parse_ethtool(c2), "counters": parse_snmp(c2)}}
+        r["guests"] = {k: {"features": parse_features(c), "ethtool": parse_ethtool(c), "counters": parse_snmp(c),
+                           "channels": parse_channels(c), "queues": parse_queues(c)}
+                       for k, c in (("vm1", c1), ("vm2", c2))}
+        for k, g in r["guests"].items():
+            if g["channels"] != queues:
+                raise RuntimeError(f"{k} uses {g['channels']} queue pairs, not {queues}:\n"
+                                   f"{(c1 if k == 'vm1' else c2)[-3000:]}")
     except Exception:
         if isinstance(sw, Virtwire):
             log(f"virtwire log:\n{sw.log()}")
@@ -616,12 +690,26 @@ def median(xs):
     return statistics.median(xs) if xs else None
 
 
-def summarize(results, setups):
+def frame_sizes(r):
+    """Mean bytes per frame from vm1 (the sender) and toward vm2, as the switch counted
+    them: virtwire over the iperf3 run, testpmd over its whole life (boot, ping and the
+    iperf3 connection setup add a few hundred frames)."""
+    p = r.get("ports", {})
+    a, b = p.get("vm1", {}), p.get("vm2", {})
+    if r["switch"] == "virtwire":
+        pairs = ((a.get("rx_bytes"), a.get("rx_packets")), (b.get("tx_bytes"), b.get("tx_packets")))
+    else:
+        pairs = ((a.get("RX-bytes"), a.get("RX-packets")), (b.get("TX-bytes"), b.get("TX-packets")))
+    return [x / n if x is not None and n else None for x, n in pairs]
+
+
+def summarize(results, keys):
     rows = {}
-    for s in setups:
+    for s in keys:
         rs = results.get(s, [])
         rows[s] = {
             "setup": s,
+            "queues": rs[0]["queues"] if rs else None,
             "mbit_s": median(r["mbit_s"] for r in rs),
             "runs_mbit_s": [round(r["mbit_s"], 1) for r in rs],
             "retransmits": median(r["iperf"]["retransmits"] for r in rs),
@@ -632,17 +720,47 @@ def summarize(results, setups):
             "window_s": median(r["window_s"] for r in rs),
             "disturbed_runs": sum(1 for r in rs if r.get("disturbed")),
             "receiver_csum_errors": sum(r["guests"]["vm2"]["counters"].get("Tcp:InCsumErrors", 0) for r in rs),
+            "frame_bytes_from_vm1": median(frame_sizes(r)[0] for r in rs),
+            "frame_bytes_to_vm2": median(frame_sizes(r)[1] for r in rs),
             "runs": rs,
         }
-    for s in setups:
-        sw, off = s.split("/")
-        if sw == "virtwire" and f"testpmd/{off}" in rows:
-            t = rows[f"testpmd/{off}"]["mbit_s"]
-            rows[s]["vs_testpmd"] = rows[s]["mbit_s"] / t if t and rows[s]["mbit_s"] is not None else None
-        if off == "on" and f"{sw}/off" in rows:
-            o = rows[f"{sw}/off"]["mbit_s"]
-            rows[s]["on_vs_off"] = rows[s]["mbit_s"] / o if o and rows[s]["mbit_s"] is not None else None
-    return [rows[s] for s in setups]
+    ratio = lambda x, y: x / y if x is not None and y else None
+    for s in keys:
+        sw, off, q = s.split("/")
+        if sw == "virtwire" and f"testpmd/{off}/{q}" in rows:
+            rows[s]["vs_testpmd"] = ratio(rows[s]["mbit_s"], rows[f"testpmd/{off}/{q}"]["mbit_s"])
+        if off == "on" and f"{sw}/off/{q}" in rows:
+            rows[s]["on_vs_off"] = ratio(rows[s]["mbit_s"], rows[f"{sw}/off/{q}"]["mbit_s"])
+        if q != "q1" and f"{sw}/{off}/q1" in rows:
+            rows[s]["vs_q1"] = ratio(rows[s]["mbit_s"], rows[f"{sw}/{off}/q1"]["mbit_s"])
+    return [rows[s] for s in keys]
+
+
+class BenchLock:
+    """An exclusive fcntl lock on `path` held around each measured run, so that benchmarks
+    sharing the machine take turns; no-op without a path."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+
+    def __enter__(self):
+        if self.path:
+            import fcntl
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log(f"  waiting for the lock on {self.path}")
+                t0 = time.time()
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+                log(f"  got the lock after {time.time() - t0:.0f} s")
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def main():
@@ -661,6 +779,20 @@ def main():
     ap.add_argument("--max-other-load", type=float, default=0.3,
                     help="before each run, wait until other work uses fewer cores than this (default 0.3)")
     ap.add_argument("--retries", type=int, default=2, help="repeats of a run disturbed by other work (default 2)")
+    ap.add_argument("--queues", default="1",
+                    help="queue pairs per guest, a list measured in turn within each round, e.g. 1,4 (default 1): "
+                         "QEMU netdev queues=N and mq=on, the guest's ethtool -L eth0 combined N, virtwire's "
+                         "queue_pairs = N, testpmd's vhost queues=N and --rxq/--txq N")
+    ap.add_argument("--iperf-args", default="",
+                    help="more arguments of the client's iperf3, e.g. '-l 256 -N' (256-byte writes, TCP_NODELAY) "
+                         "or '-M 88' (MSS); one stream unless -P is given")
+    ap.add_argument("--vcpus", type=int, default=1, help="vCPUs per guest (default 1)")
+    ap.add_argument("--transport", choices=("mmio", "pci"), default="mmio",
+                    help="mmio: -M microvm, virtio-net-device (default); pci: -M pc, virtio-net-pci")
+    ap.add_argument("--vectors", type=int, default=None,
+                    help="MSI-X vectors of virtio-net-pci (default 2N+2; 0 for INTx)")
+    ap.add_argument("--lock", default="/tmp/bench.lock",
+                    help="file locked (flock, exclusive) around each measured run (default /tmp/bench.lock; '' for none)")
     ap.add_argument("--save", help="also write the JSON to this file")
     ap.add_argument("--keep", action="store_true", help="keep each run's directory (configs, logs, initrds)")
     a = ap.parse_args()
@@ -668,6 +800,10 @@ def main():
     for s in setups:
         if s not in SETUPS:
             sys.exit(f"unknown setup {s!r} (one of {', '.join(SETUPS)})")
+    queue_list = [int(q) for q in a.queues.split(",") if q]
+    if not queue_list or any(q < 1 or q > 16 for q in queue_list):
+        sys.exit("--queues: numbers from 1 to 16")
+    keys = [run_key(s, q) for s in setups for q in queue_list]
     if os.geteuid() != 0:
         sys.exit("needs root")
     for tool in (QEMU, "taskset"):
@@ -687,35 +823,45 @@ def main():
         shutil.copy2(a.virtwire, Virtwire.binary)
     log(f"guest TSC {tsc_khz} kHz; offloads-off device options: {off_opts}")
     log(f"load average before: {' '.join(open('/proc/loadavg').read().split()[:3])}")
+    log(f"queue pairs {queue_list}; iperf3 client arguments: {a.iperf_args or '(none)'}; "
+        f"{a.vcpus} vCPU(s) per guest, {a.transport}")
     results = {}
     try:
         for rnd in range(a.repeat):
             for s in setups:
-                for attempt in range(a.retries + 1):
-                    load = wait_quiet(a.max_other_load)
-                    r = measure(s, a, image, tsc_khz, off_opts, tmp)
-                    r["round"] = rnd
-                    r["load_before_cores"] = load
-                    r["disturbed"] = r["other_cpu_cores"] > a.max_other_load
-                    if not r["disturbed"] or attempt == a.retries:
-                        break
-                    log(f"  round {rnd + 1} {s:13} {r['mbit_s']:8.1f} Mbit/s: other work used "
-                        f"{r['other_cpu_cores']:.2f} cores meanwhile: again")
-                results.setdefault(s, []).append(r)
-                extra = ""
-                if "ports" in r and s.startswith("virtwire"):
-                    o = r["ports"]["vm2"]["offloads"]
-                    extra = " vm2 " + " ".join(f"{k}={o[k]}" for k in OFFLOAD_COUNTERS)
-                log(f"  round {rnd + 1} {s:13} {r['mbit_s']:8.1f} Mbit/s  retr {r['iperf']['retransmits']}  "
-                    f"switch cpu {r['cpu_s']['switch']:.2f} s  guests {r['cpu_s']['vm1']:.2f}+{r['cpu_s']['vm2']:.2f} s "
-                    f"in {r['window_s']:.1f} s  other {r['other_cpu_cores']:.2f} cores{extra}")
+                for q in queue_list:
+                    k = run_key(s, q)
+                    for attempt in range(a.retries + 1):
+                        with BenchLock(a.lock):
+                            load = wait_quiet(a.max_other_load)
+                            r = measure(s, q, a, image, tsc_khz, off_opts, tmp)
+                        r["round"] = rnd
+                        r["load_before_cores"] = load
+                        r["disturbed"] = r["other_cpu_cores"] > a.max_other_load
+                        if not r["disturbed"] or attempt == a.retries:
+                            break
+                        log(f"  round {rnd + 1} {k:16} {r['mbit_s']:8.1f} Mbit/s: other work used "
+                            f"{r['other_cpu_cores']:.2f} cores meanwhile: again")
+                    results.setdefault(k, []).append(r)
+                    extra = ""
+                    if "ports" in r and s.startswith("virtwire"):
+                        o = r["ports"]["vm2"]["offloads"]
+                        extra = "".join(f" vm2 {c}={o[c]}" for c in OFFLOAD_COUNTERS if o[c])
+                    fb = frame_sizes(r)
+                    g = r["guests"]
+                    log(f"  round {rnd + 1} {k:16} {r['mbit_s']:8.1f} Mbit/s  retr {r['iperf']['retransmits']}  "
+                        f"switch cpu {r['cpu_s']['switch']:.2f} s  guests {r['cpu_s']['vm1']:.2f}+{r['cpu_s']['vm2']:.2f} s "
+                        f"in {r['window_s']:.1f} s  other {r['other_cpu_cores']:.2f} cores  "
+                        f"B/frame {fb[0] or 0:.0f}->{fb[1] or 0:.0f}  vm1 tx queues {g['vm1']['queues']['tx']} "
+                        f"vm2 rx queues {g['vm2']['queues']['rx']}{extra}")
     finally:
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    rows = summarize(results, setups)
+    rows = summarize(results, keys)
     doc = {"tsc_khz": tsc_khz, "offloads_off_device_options": off_opts, "testpmd_devargs": a.testpmd_devargs,
            "seconds": a.seconds, "omit": a.omit, "guest_cpus": a.guest_cpus, "switch_cpu": a.switch_cpu,
-           "rows": rows}
+           "queues": queue_list, "iperf_args": a.iperf_args, "vcpus": a.vcpus, "transport": a.transport,
+           "vectors": a.vectors, "rows": rows}
     if a.save:
         with open(a.save, "w") as f:
             json.dump(doc, f, indent=2)
@@ -723,14 +869,25 @@ def main():
         print(json.dumps(doc, indent=2))
         return
     f = lambda x, p=1: "-" if x is None else f"{x:.{p}f}"
-    print(f"{'setup':13} {'Mbit/s':>8} {'vs testpmd':>10} {'on/off':>6} {'retr':>5} {'switch CPU s':>12} "
-          f"{'(cores)':>7} {'guests CPU s':>12} {'(cores)':>7} {'window s':>8}  runs (Mbit/s)")
+    print(f"{'setup':16} {'Mbit/s':>8} {'vs testpmd':>10} {'on/off':>6} {'vs q1':>5} {'retr':>5} {'switch CPU s':>12} "
+          f"{'(cores)':>7} {'guests CPU s':>12} {'(cores)':>7} {'window s':>8} {'B/frame':>13}  runs (Mbit/s)")
     for r in rows:
-        print(f"{r['setup']:13} {f(r['mbit_s']):>8} {f(r.get('vs_testpmd'), 2):>10} {f(r.get('on_vs_off'), 2):>6} "
-              f"{f(r['retransmits'], 0):>5} {f(r['switch_cpu_s'], 2):>12} {f(r['switch_cpu_cores'], 2):>7} "
-              f"{f(r['guest_cpu_s'], 2):>12} {f(r['guest_cpu_cores'], 2):>7} "
-              f"{f(r['window_s']):>8}  {' '.join(str(x) for x in r['runs_mbit_s'])}"
+        print(f"{r['setup']:16} {f(r['mbit_s']):>8} {f(r.get('vs_testpmd'), 2):>10} {f(r.get('on_vs_off'), 2):>6} "
+              f"{f(r.get('vs_q1'), 2):>5} {f(r['retransmits'], 0):>5} {f(r['switch_cpu_s'], 2):>12} "
+              f"{f(r['switch_cpu_cores'], 2):>7} {f(r['guest_cpu_s'], 2):>12} {f(r['guest_cpu_cores'], 2):>7} "
+              f"{f(r['window_s']):>8} {f(r['frame_bytes_from_vm1'], 0):>6}/{f(r['frame_bytes_to_vm2'], 0):<6}"
+              f"  {' '.join(str(x) for x in r['runs_mbit_s'])}"
               + (f"  ({r['disturbed_runs']} disturbed by other work)" if r["disturbed_runs"] else ""))
+    print("\nB/frame: mean bytes per frame from vm1 / toward vm2 as the switch counted them.")
+    print("\nqueues each run used (guest ethtool -S, packets per queue): vm1 transmit, vm2 receive; "
+          "and for virtwire, frames it took from each of vm1's queue pairs:")
+    for r in rows:
+        for run in r["runs"]:
+            g = run["guests"]
+            line = f"  {r['setup']:16} round {run['round'] + 1}: vm1 tx {g['vm1']['queues']['tx']}  vm2 rx {g['vm2']['queues']['rx']}"
+            if run["switch"] == "virtwire":
+                line += f"  virtwire from vm1 {[q['rx_packets'] for q in run.get('ports', {}).get('vm1', {}).get('queues', [])]}"
+            print(line)
     print("\nvirtwire counters over each iperf3 run, toward vm2 (the receiver) and toward vm1 (the sender): "
           "offload work, frames sent to the port, kicks from it and interrupts to it:")
     for r in rows:
@@ -744,7 +901,7 @@ def main():
                 cells.append(" ".join(f"{k}={o.get(k, 0)}" for k in OFFLOAD_COUNTERS)
                              + f"  frames={p.get(port, {}).get('tx_packets', 0)}"
                              + f" kicks={p.get(port, {}).get('kicks', 0)} interrupts={p.get(port, {}).get('interrupts', 0)}")
-            print(f"  {r['setup']:13} round {run['round'] + 1}: vm2: {cells[0]}\n{'':30}vm1: {cells[1]}")
+            print(f"  {r['setup']:16} round {run['round'] + 1}: vm2: {cells[0]}\n{'':33}vm1: {cells[1]}")
     print("\nnegotiated offload bits (guest side, vm1 / vm2) and, for testpmd, what its vhost library negotiated:")
     for r in rows:
         if not r["runs"]:
@@ -752,7 +909,7 @@ def main():
         run = r["runs"][0]
         g = run["guests"]
         feats = lambda x: " ".join(x["features"]["offloads"]) if x["features"] else "?"
-        print(f"  {r['setup']:13} vm1: {feats(g['vm1'])}\n{'':16}vm2: {feats(g['vm2'])}")
+        print(f"  {r['setup']:16} vm1: {feats(g['vm1'])}\n{'':19}vm2: {feats(g['vm2'])}")
         if "negotiated" in run:
             for sock, v in sorted(run["negotiated"].items()):
                 print(f"{'':16}testpmd {sock}: {v} ({' '.join(run['negotiated_offloads'][sock])})")
