@@ -148,6 +148,8 @@ class Virtwire:
     frontend_server = False
     binary = VIRTWIRE
     extra_args = []
+    extra_config = ""  # TOML written after run_dir, e.g. a [datapath] table
+    port_config = ""  # TOML lines added to every [[port]] table
 
     def __init__(self, d):
         self.dir = d
@@ -160,10 +162,10 @@ class Virtwire:
     def start(self, size):
         cfg = os.path.join(self.dir, "virtwire.toml")
         with open(cfg, "w") as f:
-            f.write(f'run_dir = "{self.run_dir}"\n')
+            f.write(f'run_dir = "{self.run_dir}"\n{self.extra_config}')
             for i, sock in enumerate(self.sockets):
                 f.write(f'\n[[port]]\nname = "p{i}"\ntype = "vhost-user"\nsocket = "{sock}"\n'
-                        f'mode = "server"\nqueue_pairs = 1\nmac = "{MACS[i]}"\n')
+                        f'mode = "server"\nqueue_pairs = 1\nmac = "{MACS[i]}"\n{self.port_config}')
         self.p = subprocess.Popen(
             ["taskset", "-c", SWITCH_CPU, self.binary, "run", "--config", cfg, "--run-dir", self.run_dir]
             + self.extra_args,

@@ -268,6 +268,20 @@ impl Runtime {
         Verdict::Forward(Dec { dest, vlan, tci, tag_in, flen: flen as u32, hash, dst, tcp })
     }
 
+    /// Prefetches the next lines of a receive ring (see `prefetch_next`).
+    #[inline]
+    fn prefetch_output(&self, t: usize, ri: usize) {
+        if let Some(Some(p)) = self.ports.get(t) {
+            if let Io::Vhost(v) = &p.io {
+                if let Some(Some(r)) = v.rings.get(ri) {
+                    if !r.broken {
+                        r.q.prefetch_next();
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether frames for `dest` may go to more than one receive queue.
     fn spreads(&self, dest: u16) -> bool {
         match dest {
@@ -678,6 +692,13 @@ impl Runtime {
                 if tx.broken || !tx.q.has_avail() {
                     continue;
                 }
+                // Start loading the ring lines this burst will touch, here and at the
+                // receive ring the previous burst went to, so that those cache misses
+                // (lines the other side wrote last) overlap instead of queueing.
+                tx.q.prefetch_next();
+                if let Some((t, ri)) = tx.last_out {
+                    self.prefetch_output(t as usize, ri as usize);
+                }
                 let n = match tx.q.pop(&mut tx.burst, self.burst) {
                     Ok(n) => n,
                     Err(e) => {
@@ -800,6 +821,7 @@ impl Runtime {
                 self.gro_flush(&mut gro);
                 self.scratch = sc;
                 self.grobuf = gbuf;
+                tx.last_out = self.opened.last().copied();
                 self.close_outputs();
                 // Frames held for a full receiver stay in the sender's ring, in order.
                 tx.q.rewind(&tx.burst, done);

@@ -13,6 +13,8 @@
 //!   whether another thread is waiting for a CPU (more runnable threads than online
 //!   CPUs, from the fourth field of /proc/loadavg): if so it stops spinning at once and
 //!   halves its window, so a vCPU or a compile sharing its core gets it back.
+//!   With `adaptive_window` off the window stays at its maximum: the worker still
+//!   sleeps after it and still yields, but never grows or shrinks it.
 
 use std::time::Duration;
 
@@ -50,6 +52,8 @@ pub struct PollConfig {
     pub max_window: Duration,
     /// Where a growing window starts.
     pub start_window: Duration,
+    /// Adapt the window (adaptive mode); false keeps it at `max_window`.
+    pub adaptive_window: bool,
     /// Yield to other runnable threads (adaptive mode).
     pub yield_to_others: bool,
     /// How long a unicast frame may wait in its sender's transmit ring for the
@@ -66,6 +70,7 @@ impl Default for PollConfig {
             mode: PollMode::Adaptive,
             max_window: Duration::from_micros(200),
             start_window: Duration::from_micros(10),
+            adaptive_window: true,
             yield_to_others: true,
             backpressure: Duration::from_micros(500),
             burst: 32,
@@ -85,6 +90,7 @@ impl Window {
     pub fn new(cfg: PollConfig) -> Window {
         let cur = match cfg.mode {
             PollMode::Interrupt => Duration::ZERO,
+            _ if !cfg.adaptive_window => cfg.max_window,
             _ => cfg.start_window.min(cfg.max_window),
         };
         Window { cfg, cur }
@@ -107,7 +113,7 @@ impl Window {
     /// After a sleep: `idle` is the time from the last work to the wakeup that
     /// brought new work.
     pub fn after_sleep(&mut self, idle: Duration) {
-        if self.cfg.mode != PollMode::Adaptive {
+        if self.cfg.mode != PollMode::Adaptive || !self.cfg.adaptive_window {
             return;
         }
         if idle <= self.cfg.max_window {
@@ -117,8 +123,12 @@ impl Window {
         }
     }
 
-    /// Another thread wanted the CPU while we spun.
+    /// Another thread wanted the CPU while we spun (the caller stops spinning either
+    /// way; a fixed window keeps its size for the next time).
     pub fn shrink(&mut self) {
+        if !self.cfg.adaptive_window {
+            return;
+        }
         self.cur /= 2;
         if self.cur < self.cfg.start_window / 2 {
             self.cur = Duration::ZERO;
@@ -166,9 +176,28 @@ pub fn cpu_contended(online_cpus: usize) -> bool {
     running.is_some_and(|r: usize| r > online_cpus)
 }
 
-/// CPUs this process may run on.
+/// CPUs online in the whole system, the bound [`cpu_contended`] compares the
+/// system-wide runnable count with (/sys/devices/system/cpu/online, e.g. "0-3,6").
+/// Not the CPUs this process may use: a switch pinned to one CPU would otherwise see
+/// a waiting thread whenever any other CPU is busy, and stop spinning at once every
+/// time it checks.
 pub fn online_cpus() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .ok()
+        .and_then(|s| cpu_list_len(s.trim()))
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+}
+
+/// How many CPUs a kernel CPU list ("0-3,6,8-9") names; None when it does not parse.
+fn cpu_list_len(s: &str) -> Option<usize> {
+    let mut n = 0;
+    for part in s.split(',') {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<usize>().ok()?.checked_sub(a.parse::<usize>().ok()?)? + 1,
+            None => part.parse::<usize>().map(|_| 1).ok()?,
+        };
+    }
+    (n > 0).then_some(n)
 }
 
 #[cfg(test)]
@@ -200,6 +229,25 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_window_stays_at_the_maximum() {
+        let cfg = PollConfig { adaptive_window: false, max_window: us(150), ..Default::default() };
+        let mut w = Window::new(cfg);
+        assert_eq!(w.current(), Some(us(150)), "starts at the maximum, not the start value");
+        w.after_sleep(us(3));
+        assert_eq!(w.current(), Some(us(150)));
+        for _ in 0..10 {
+            w.after_sleep(Duration::from_secs(1));
+            w.shrink();
+        }
+        assert_eq!(w.current(), Some(us(150)), "neither long sleeps nor yields shrink it");
+        // The other modes ignore the knob.
+        let poll = Window::new(PollConfig { mode: PollMode::Poll, ..cfg });
+        assert_eq!(poll.current(), None);
+        let irq = Window::new(PollConfig { mode: PollMode::Interrupt, ..cfg });
+        assert_eq!(irq.current(), Some(Duration::ZERO));
+    }
+
+    #[test]
     fn modes() {
         let poll = Window::new(PollConfig { mode: PollMode::Poll, ..Default::default() });
         assert_eq!(poll.current(), None);
@@ -208,6 +256,18 @@ mod tests {
         assert_eq!(irq.current(), Some(Duration::ZERO));
         assert_eq!("adaptive".parse::<PollMode>(), Ok(PollMode::Adaptive));
         assert!("busy".parse::<PollMode>().unwrap_err().contains("poll, adaptive or interrupt"));
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(cpu_list_len("0-1"), Some(2));
+        assert_eq!(cpu_list_len("0"), Some(1));
+        assert_eq!(cpu_list_len("0-3,6,8-9"), Some(7));
+        assert_eq!(cpu_list_len(""), None);
+        assert_eq!(cpu_list_len("3-1"), None);
+        assert_eq!(cpu_list_len("a-b"), None);
+        // The system's CPUs, whatever this process's affinity.
+        assert!(online_cpus() >= std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     }
 
     #[test]

@@ -12,6 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::os::fd::AsRawFd;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
 use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 use crate::device::{NetDevice, PortSpec};
@@ -53,6 +57,8 @@ pub struct Port {
     id: PortId,
     worker: Arc<Worker>,
     stop: Arc<AtomicBool>,
+    /// Wakes the port's thread when `stop` is set.
+    wake: EventFd,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -149,6 +155,14 @@ impl Port {
             coalesce: spec.coalesce,
             stats: stats.clone(),
         })));
+        // A server-mode port's thread sleeps in epoll on its listening socket, the
+        // end of the connection it serves and `wake` (shutdown): it uses no CPU while
+        // nothing connects.
+        let wake = EventFd::new(EFD_NONBLOCK)?;
+        let waiter = match &listener {
+            Some(l) => Some(Waiter::new(l, &wake)?),
+            None => None,
+        };
         let thread = {
             let (spec, worker, stop, connected) =
                 (spec.clone(), worker.clone(), stop.clone(), connected.clone());
@@ -162,18 +176,21 @@ impl Port {
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
                             Err(e) => {
                                 eprintln!("virtwire: port {}: accept: {e}", spec.name);
+                                // Out of descriptors, say: the socket stays readable.
+                                std::thread::sleep(Duration::from_millis(100));
                                 None
                             }
                         },
                         None => UnixStream::connect(&path).ok(),
                     };
                     let Some(s) = stream else {
-                        std::thread::sleep(if listener.is_some() {
-                            Duration::from_millis(20)
-                        } else {
-                            backoff
-                        });
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        match &waiter {
+                            Some(w) => w.wait(),
+                            None => {
+                                std::thread::sleep(backoff);
+                                backoff = (backoff * 2).min(Duration::from_secs(1));
+                            }
+                        }
                         continue;
                     };
                     backoff = Duration::from_millis(50);
@@ -186,19 +203,32 @@ impl Port {
                             let (spec2, worker2) = (spec.clone(), worker.clone());
                             let done = Arc::new(AtomicBool::new(false));
                             let done2 = done.clone();
+                            let ended = waiter.as_ref().and_then(|w| w.ended.try_clone().ok());
                             let t = std::thread::spawn(move || {
                                 serve(s, &spec2, id, &worker2);
                                 done2.store(true, Ordering::Relaxed);
+                                if let Some(e) = ended {
+                                    let _ = e.write(1);
+                                }
                             });
                             while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
-                                if let Ok((extra, _)) = l.accept() {
-                                    eprintln!(
-                                        "virtwire: port {}: refusing a second frontend connection (one is being served)",
-                                        spec.name
-                                    );
-                                    drop(extra);
+                                match l.accept() {
+                                    Ok((extra, _)) => {
+                                        eprintln!(
+                                            "virtwire: port {}: refusing a second frontend connection (one is being served)",
+                                            spec.name
+                                        );
+                                        drop(extra);
+                                    }
+                                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
                                 }
-                                std::thread::sleep(Duration::from_millis(20));
+                                if let Some(w) = &waiter {
+                                    w.wait();
+                                }
+                            }
+                            if let Some(w) = &waiter {
+                                let _ = w.ended.read();
                             }
                             if done.load(Ordering::Relaxed) {
                                 let _ = t.join();
@@ -219,6 +249,7 @@ impl Port {
             id,
             worker,
             stop,
+            wake,
             thread: Some(thread),
         })
     }
@@ -232,6 +263,7 @@ impl Port {
     /// served ends when the frontend closes it or the process exits.
     pub fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.write(1);
         if self.mode == SocketMode::Server {
             let _ = std::fs::remove_file(&self.socket);
         }
@@ -243,5 +275,32 @@ impl Port {
 impl Drop for Port {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// What a server-mode port's thread sleeps on: a connection to accept, the end of the
+/// one being served, or shutdown.
+struct Waiter {
+    epoll: Epoll,
+    /// Written by the serving thread when its connection ends.
+    ended: EventFd,
+}
+
+impl Waiter {
+    fn new(listener: &UnixListener, wake: &EventFd) -> std::io::Result<Waiter> {
+        let epoll = Epoll::new()?;
+        let ended = EventFd::new(EFD_NONBLOCK)?;
+        for (fd, key) in [(listener.as_raw_fd(), 0), (wake.as_raw_fd(), 1), (ended.as_raw_fd(), 2)] {
+            epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, key))?;
+        }
+        Ok(Waiter { epoll, ended })
+    }
+
+    /// Sleeps until something is ready (at most a second, as a safety net). The
+    /// eventfds are level-triggered: `wake` stays readable after shutdown, `ended` is
+    /// drained by the caller.
+    fn wait(&self) {
+        let mut ev = [EpollEvent::default(); 3];
+        let _ = self.epoll.wait(1000, &mut ev);
     }
 }

@@ -313,6 +313,8 @@ pub(crate) struct Ring {
     pub(crate) empty: u64,
     /// As a transmit ring: since when its head frame waits for a receive buffer.
     pub(crate) held_since: Option<Instant>,
+    /// As a transmit ring: the receive ring (slot, ring index) its last burst filled.
+    pub(crate) last_out: Option<(u16, u16)>,
     /// Interrupt coalescing limits (0, 0: none).
     coal_usecs: u32,
     coal_frames: u32,
@@ -912,6 +914,7 @@ impl Runtime {
                     pair: i / 2,
                     empty: 0,
                     held_since: None,
+                    last_out: None,
                     coal_usecs: coal.0,
                     coal_frames: coal.1,
                     irq_since: None,

@@ -582,6 +582,9 @@ impl QueuePair {
                 self.rx.q.disable_interrupts();
                 return Ok(false);
             }
+            // epoll counts whole milliseconds: round up, or the last fraction of a
+            // millisecond of every wait would spin through zero-timeout waits.
+            let left = Duration::from_millis(left.as_micros().div_ceil(1000) as u64);
             let res = self.epoll.wait_timeout(&self.events, left).map(|ev| ev.iter_readable().count());
             self.rx.q.disable_interrupts();
             res.map_err(errno)?;

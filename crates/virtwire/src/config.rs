@@ -8,6 +8,7 @@
 //! [datapath]                       # optional
 //! mode = "adaptive"                # or "poll" (always spin), "interrupt" (never spin)
 //! poll_window_max_us = 200         # adaptive: longest polling window after the last frame
+//! adaptive_window = true           # adaptive: false keeps the window at poll_window_max_us
 //! yield = true                     # adaptive: stop spinning when a thread waits for a CPU
 //! backpressure_us = 500            # a frame waits this long for a full receiver, then drops
 //! burst = 32                       # frames per burst (1..=32)
@@ -110,6 +111,10 @@ pub struct DatapathSection {
     /// Largest adaptive polling window, microseconds (default 200).
     #[serde(default)]
     pub poll_window_max_us: Option<u64>,
+    /// Adapt the polling window (default true); false keeps it at
+    /// `poll_window_max_us`.
+    #[serde(default)]
+    pub adaptive_window: Option<bool>,
     /// Stop spinning when another thread waits for a CPU (default true).
     #[serde(default, rename = "yield")]
     pub yield_to_others: Option<bool>,
@@ -148,6 +153,7 @@ impl DatapathSection {
             mode,
             max_window,
             start_window: d.start_window.min(max_window),
+            adaptive_window: self.adaptive_window.unwrap_or(d.adaptive_window),
             yield_to_others: self.yield_to_others.unwrap_or(d.yield_to_others),
             backpressure: std::time::Duration::from_micros(bp),
         })
@@ -707,6 +713,8 @@ mod tests {
         let c = parse("[datapath]\nmode='poll'\nyield=false\n").unwrap();
         assert_eq!(c.polling.mode, PollMode::Poll);
         assert!(!c.polling.yield_to_others);
+        assert!(c.polling.adaptive_window, "adapts by default");
+        assert!(err("[datapath]\nadaptive_window='no'").contains("adaptive_window"));
         let dup = format!(
             "[[port]]\nname='a'\n{base}[[port]]\nname='a'\ntype='vhost-user'\nsocket='/y'\ndiag='sink'"
         );
@@ -717,5 +725,15 @@ mod tests {
         assert!(err(dupi).contains("port b: ifname x is used by another port"));
         assert!(err("[[port]]\nname='a'\ntype='vhost-user'\nsocket='/x'\ndiag='sink'\ncolour='red'")
             .contains("unknown field"));
+    }
+
+    #[test]
+    fn a_fixed_polling_window() {
+        let c = parse("[datapath]\nadaptive_window=false\npoll_window_max_us=300\n").unwrap();
+        assert!(!c.polling.adaptive_window);
+        assert_eq!(c.polling.mode, PollMode::Adaptive);
+        assert_eq!(c.polling.max_window, std::time::Duration::from_micros(300));
+        let w = vhost_backend::polling::Window::new(c.polling);
+        assert_eq!(w.current(), Some(std::time::Duration::from_micros(300)), "starts at its maximum");
     }
 }

@@ -6,6 +6,11 @@
 //! `--wait`, which blocks on the receive queue's call eventfd when idle). Frames are
 //! the test frames of [`virtio_user::frame`]: unicast MACs, a sequence number and a
 //! pattern, so receivers can verify them.
+//!
+//! Behind a learning switch a reflector must swap the MACs of what it sends back
+//! (`loop --swap-macs`; `pingpong --reflector` serves a second port that way from
+//! its own thread), and a receiver that never transmits must announce itself once
+//! (`sink --announce`) or the switch floods everything sent to it.
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -15,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use virtio_user::{frame, Config, Layout, Packet, QueuePair, VirtioUser};
+use virtio_user::{frame, Config, FrontendListener, Layout, Packet, QueuePair, VirtioUser};
 
 use crate::sys;
 
@@ -131,6 +136,28 @@ pub struct TrafficArgs {
     /// sender, e.g. 100 for 10 kpps); 0: back to back.
     #[arg(long, default_value_t = 0)]
     pub interval_us: u64,
+    /// Pingpong with --interval-us: sleep until the next send instead of spinning (the
+    /// reply is still awaited by polling unless --wait).
+    #[arg(long)]
+    pub sleep_pacing: bool,
+    /// Pingpong: also drive the vhost-user port at this socket (a second device, one
+    /// queue pair) from the same thread, sending every frame it receives back with its
+    /// MACs swapped: each round trip crosses the backend twice, --socket to this port
+    /// and back. With --server both sockets listen.
+    #[arg(long)]
+    pub reflector: Option<PathBuf>,
+    /// Loop: send frames back with source and destination MACs swapped (a reflector
+    /// behind a learning switch).
+    #[arg(long)]
+    pub swap_macs: bool,
+    /// Loop: send no first burst (and none after a silence): only send back what
+    /// arrives, e.g. as the far end of a pingpong.
+    #[arg(long)]
+    pub reflect_only: bool,
+    /// Sink: first send one broadcast test frame from --src-mac, so that a learning
+    /// switch knows which port the sink is on.
+    #[arg(long)]
+    pub announce: bool,
 }
 
 /// Latency percentiles in microseconds.
@@ -179,6 +206,9 @@ pub struct TrafficReport {
     pub rx_corrupt: u64,
     /// Virtio features acked, in hex.
     pub features: String,
+    /// Pingpong with --reflector: frames the reflector port sent back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reflected: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<Latency>,
 }
@@ -274,6 +304,7 @@ struct WorkerResult {
     foreign: u64,
     corrupt: u64,
     lost: u64,
+    reflected: u64,
     hist: Option<Histogram>,
 }
 
@@ -289,6 +320,10 @@ struct Plan {
     duration: Duration,
     reply_timeout: Duration,
     interval_us: u64,
+    sleep_pacing: bool,
+    swap_macs: bool,
+    reflect_only: bool,
+    announce: bool,
 }
 
 /// Loop mode: silence after which another first burst is sent.
@@ -297,7 +332,38 @@ const REPRIME: Duration = Duration::from_millis(200);
 /// Bytes of the scratch buffer frames are received into (largest frame we accept).
 const RX_SCRATCH: usize = 65536;
 
-fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> {
+/// Swaps the destination and source MACs of a frame in place.
+fn swap_macs(f: &mut [u8]) {
+    if f.len() >= 12 {
+        for i in 0..6 {
+            f.swap(i, i + 6);
+        }
+    }
+}
+
+/// Sends back, MACs swapped, whatever the reflector port `r` received; returns how many.
+fn reflect(r: &mut QueuePair, pkts: &mut [Packet], deadline: Instant) -> Result<u64> {
+    let n = r.rx_burst(pkts)?;
+    for p in &mut pkts[..n] {
+        let len = p.len();
+        swap_macs(&mut p.buf_mut()[..len]);
+    }
+    let mut sent = 0;
+    while sent < n {
+        sent += r.tx_burst(&pkts[sent..n])?;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    Ok(sent as u64)
+}
+
+fn worker(
+    qp: &mut QueuePair,
+    mut refl: Option<&mut QueuePair>,
+    plan: Plan,
+    go: &Barrier,
+) -> Result<WorkerResult> {
     let q = qp.index();
     let mut res = WorkerResult::default();
     // Everything the loop touches is allocated here, before the clock starts.
@@ -328,6 +394,14 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
             }
         }
         Mode::Sink => {
+            if plan.announce {
+                // Sequence number u64::MAX: no pingpong waiting for its first reply
+                // mistakes it for one.
+                let mut f = vec![0u8; frame::MIN_LEN];
+                frame::build(&mut f, [0xff; 6], plan.src, q);
+                frame::stamp(&mut f, u64::MAX, 0);
+                res.tx_packets += qp.tx_burst(std::slice::from_ref(&f))? as u64;
+            }
             while Instant::now() < deadline {
                 let n = qp.rx_burst_with(plan.burst, &mut scratch, |f, _| {
                     res.rx_bytes += f.len() as u64;
@@ -350,7 +424,7 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
             let mut seq = 0u64;
             let mut last_rx = Instant::now() - REPRIME;
             while Instant::now() < deadline {
-                if last_rx.elapsed() >= REPRIME {
+                if !plan.reflect_only && last_rx.elapsed() >= REPRIME {
                     for (i, f) in frames.iter_mut().enumerate() {
                         frame::stamp(f, seq + i as u64, 0);
                     }
@@ -369,10 +443,14 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
                 }
                 last_rx = Instant::now();
                 res.rx_packets += n as u64;
-                for p in &pkts[..n] {
+                for p in &mut pkts[..n] {
                     res.rx_bytes += p.len() as u64;
                     if frame::peek(p.data()).is_err() {
                         res.foreign += 1;
+                    }
+                    if plan.swap_macs {
+                        let len = p.len();
+                        swap_macs(&mut p.buf_mut()[..len]);
                     }
                 }
                 // Send everything back; a full ring pushes back rather than drops.
@@ -395,7 +473,14 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
             let mut next = Instant::now();
             'outer: while Instant::now() < deadline {
                 if !interval.is_zero() {
-                    // Paced: wait (spinning, for precision) for the next slot.
+                    // Paced: wait for the next slot, spinning for precision unless asked
+                    // to sleep (the round trip is timed from the actual send either way).
+                    if plan.sleep_pacing {
+                        let now = Instant::now();
+                        if next > now {
+                            std::thread::sleep(next - now);
+                        }
+                    }
                     while Instant::now() < next {
                         std::hint::spin_loop();
                     }
@@ -413,6 +498,9 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
                 let reply_by = t0 + plan.reply_timeout;
                 let mut done = false;
                 while !done {
+                    if let Some(r) = refl.as_deref_mut() {
+                        res.reflected += reflect(r, &mut pkts, reply_by)?;
+                    }
                     let mut rtt = None;
                     let n = qp.rx_burst_with(plan.burst, &mut scratch, |fr, _| match frame::check(fr) {
                         Ok(info) if info.seq == seq && info.queue == q => rtt = Some(t0.elapsed()),
@@ -443,7 +531,8 @@ fn worker(qp: &mut QueuePair, plan: Plan, go: &Barrier) -> Result<WorkerResult> 
     Ok(res)
 }
 
-fn connect(a: &TrafficArgs) -> Result<VirtioUser> {
+/// The device on --socket and, with --reflector, the reflector's device.
+fn connect(a: &TrafficArgs) -> Result<(VirtioUser, Option<VirtioUser>)> {
     let max_frame = a.size;
     let cfg = Config {
         queue_pairs: a.queues,
@@ -454,9 +543,28 @@ fn connect(a: &TrafficArgs) -> Result<VirtioUser> {
         tx_buf_len: (max_frame as u32 + 12).max(2048),
         ..Config::default()
     };
-    let dev =
-        if a.server { VirtioUser::accept(&a.socket, &cfg) } else { VirtioUser::connect(&a.socket, &cfg) };
-    dev.with_context(|| format!("virtio-user on {}", a.socket.display()))
+    let on = |p: &PathBuf| format!("virtio-user on {}", p.display());
+    if a.server {
+        // Both sockets listen before either waits, so the backend may connect to them
+        // in any order.
+        let main = FrontendListener::bind(&a.socket).with_context(|| on(&a.socket))?;
+        let refl = match &a.reflector {
+            Some(p) => Some((FrontendListener::bind(p).with_context(|| on(p))?, p)),
+            None => None,
+        };
+        let dev = main.accept(&cfg).with_context(|| on(&a.socket))?;
+        let refl = match refl {
+            Some((l, p)) => Some(l.accept(&cfg).with_context(|| on(p))?),
+            None => None,
+        };
+        return Ok((dev, refl));
+    }
+    let dev = VirtioUser::connect(&a.socket, &cfg).with_context(|| on(&a.socket))?;
+    let refl = match &a.reflector {
+        Some(p) => Some(VirtioUser::connect(p, &cfg).with_context(|| on(p))?),
+        None => None,
+    };
+    Ok((dev, refl))
 }
 
 /// Runs one traffic command and returns its report.
@@ -469,7 +577,16 @@ pub fn run(mode: Mode, a: &TrafficArgs) -> Result<TrafficReport> {
     anyhow::ensure!(a.duration > 0.0 && a.duration.is_finite(), "--duration must be positive");
     anyhow::ensure!(a.burst >= 1 && a.burst <= 512, "--burst must be between 1 and 512");
     anyhow::ensure!(a.reply_timeout > 0.0 && a.reply_timeout.is_finite(), "--reply-timeout must be positive");
-    let mut dev = connect(a)?;
+    if a.reflector.is_some() {
+        anyhow::ensure!(mode == Mode::Pingpong, "--reflector is a pingpong option");
+        anyhow::ensure!(a.queues == 1, "--reflector takes one queue pair");
+        anyhow::ensure!(!a.wait, "--reflector polls both ports: it does not combine with --wait");
+    }
+    anyhow::ensure!(!a.swap_macs || mode == Mode::Loop, "--swap-macs is a loop option");
+    anyhow::ensure!(!a.reflect_only || mode == Mode::Loop, "--reflect-only is a loop option");
+    anyhow::ensure!(!a.announce || mode == Mode::Sink, "--announce is a sink option");
+    anyhow::ensure!(!a.sleep_pacing || mode == Mode::Pingpong, "--sleep-pacing is a pingpong option");
+    let (mut dev, mut refl_dev) = connect(a)?;
     let neg = dev.negotiated().clone();
     let dst = a.dst_mac.map(|m| m.0).or_else(|| neg.mac()).unwrap_or(DEFAULT_DST_MAC);
     let plan = Plan {
@@ -482,11 +599,24 @@ pub fn run(mode: Mode, a: &TrafficArgs) -> Result<TrafficReport> {
         duration: Duration::from_secs_f64(a.duration),
         reply_timeout: Duration::from_secs_f64(a.reply_timeout),
         interval_us: a.interval_us,
+        sleep_pacing: a.sleep_pacing,
+        swap_macs: a.swap_macs,
+        reflect_only: a.reflect_only,
+        announce: a.announce,
     };
     let pairs = dev.queue_pairs_mut();
+    let mut refl_pair = refl_dev.as_mut().map(|d| &mut d.queue_pairs_mut()[0]);
     let go = Barrier::new(pairs.len() + 1);
     let (results, elapsed, cpu) = std::thread::scope(|s| -> Result<_> {
-        let handles: Vec<_> = pairs.iter_mut().map(|qp| s.spawn(|| worker(qp, plan, &go))).collect();
+        let go = &go;
+        let handles: Vec<_> = pairs
+            .iter_mut()
+            .enumerate()
+            .map(|(i, qp)| {
+                let r = if i == 0 { refl_pair.take() } else { None };
+                s.spawn(move || worker(qp, r, plan, go))
+            })
+            .collect();
         go.wait();
         let cpu0 = sys::process_cpu_seconds();
         let t0 = Instant::now();
@@ -497,6 +627,9 @@ pub fn run(mode: Mode, a: &TrafficArgs) -> Result<TrafficReport> {
         Ok((results, t0.elapsed().as_secs_f64(), sys::process_cpu_seconds() - cpu0))
     })?;
     dev.shutdown().context("shutting down the device")?;
+    if let Some(d) = &mut refl_dev {
+        d.shutdown().context("shutting down the reflector's device")?;
+    }
 
     let sum = |f: fn(&WorkerResult) -> u64| results.iter().map(f).sum::<u64>();
     let (tx, rx) = (sum(|r| r.tx_packets), sum(|r| r.rx_packets));
@@ -547,6 +680,7 @@ pub fn run(mode: Mode, a: &TrafficArgs) -> Result<TrafficReport> {
         rx_foreign: sum(|r| r.foreign),
         rx_corrupt: sum(|r| r.corrupt),
         features: format!("{:#x}", neg.features),
+        reflected: a.reflector.as_ref().map(|_| sum(|r| r.reflected)),
         latency_us,
     })
 }
