@@ -169,8 +169,11 @@ impl Port {
             let path = socket.to_path_buf();
             std::thread::Builder::new().name(format!("port-{}", spec.name)).spawn(move || {
                 let mut backoff = Duration::from_millis(50);
+                // A connection that came while the previous one was ending.
+                let mut next: Option<UnixStream> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let stream = match &listener {
+                        Some(_) if next.is_some() => next.take(),
                         Some(l) => match l.accept() {
                             Ok((s, _)) => Some(s),
                             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
@@ -213,6 +216,7 @@ impl Port {
                             });
                             while !done.load(Ordering::Relaxed) && !stop.load(Ordering::Relaxed) {
                                 match l.accept() {
+                                    Ok((extra, _)) if Self::ends_soon(&done) => next = Some(extra),
                                     Ok((extra, _)) => {
                                         eprintln!(
                                             "virtwire: port {}: refusing a second frontend connection (one is being served)",
@@ -252,6 +256,19 @@ impl Port {
             wake,
             thread: Some(thread),
         })
+    }
+
+    /// A frontend that reconnects may be accepted before the thread serving its old
+    /// connection has seen it close: give that thread a moment (up to 200 ms) before
+    /// calling the new connection a second frontend.
+    fn ends_soon(done: &AtomicBool) -> bool {
+        for _ in 0..20 {
+            if done.load(Ordering::Relaxed) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        done.load(Ordering::Relaxed)
     }
 
     /// Port id inside its worker.
