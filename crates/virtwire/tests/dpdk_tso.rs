@@ -410,6 +410,7 @@ fn capture_in(
     let mut cap = Capture::default();
     let mut buf = vec![0u8; 10 + 65536 + 64];
     while !stop.load(Ordering::Relaxed) {
+        // SAFETY: sockaddr_ll is plain old data; all zeroes is a valid value.
         let mut from: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         let mut from_len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
         // SAFETY: buf and from are valid for the lengths given.
