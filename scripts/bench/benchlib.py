@@ -4,12 +4,25 @@ driven through its stdin, process CPU time, and the placement of this machine's 
 
 import json
 import os
+import signal
 import subprocess
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VIRTWIRE = os.path.join(ROOT, "target", "release", "virtwire")
 TESTPMD = "dpdk-testpmd"
+
+
+def terminate(p, timeout=10):
+    """Stops a child with SIGTERM (it prints its counters and removes its sockets), and
+    kills it if it has not exited within `timeout` seconds."""
+    if p is not None and p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def ensure_hugepages():

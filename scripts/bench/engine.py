@@ -240,13 +240,7 @@ class VwSwitch:
         raise RuntimeError(f"no port {port}")
 
     def stop(self):
-        if self.p is not None and self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        benchlib.terminate(self.p)
 
 
 class OvsSwitch(sp.OvsDpdk):

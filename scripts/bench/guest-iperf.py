@@ -70,7 +70,7 @@ import tempfile
 import threading
 import time
 
-from benchlib import ROOT, TESTPMD, VIRTWIRE, Testpmd, proc_cpu_seconds
+from benchlib import ROOT, TESTPMD, VIRTWIRE, Testpmd, proc_cpu_seconds, terminate
 
 QEMU = "qemu-system-x86_64"
 SETUPS = ("virtwire/on", "testpmd/on", "virtwire/off", "testpmd/off")
@@ -526,13 +526,7 @@ class Virtwire:
         return {"ports": ports}
 
     def stop(self):
-        if self.p is not None and self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        terminate(self.p)
         return {}
 
 

@@ -200,13 +200,7 @@ class Virtwire:
                 "fdb_entries": s1["fdb"]["entries"]}
 
     def stop(self):
-        if self.p is not None and self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-            try:
-                self.p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
+        benchlib.terminate(self.p)
         return {}
 
 
