@@ -40,7 +40,7 @@ pub(crate) const RX_BURST_MAX: usize = 128;
 const TAP_IDLE_POLL: u32 = 16;
 
 /// How many chains ahead of the copy loop buffers are prefetched.
-pub(crate) const PREFETCH_AHEAD: usize = 4;
+pub(crate) const PREFETCH_AHEAD: usize = 8;
 
 /// Largest frame (without the virtio-net header) a port accepts from a guest.
 pub const MAX_FRAME: usize = 65535 + 14 + 4;

@@ -195,6 +195,20 @@ impl<'a> Chain<'a> {
         }
     }
 
+    /// Prefetches readable bytes `off..off + len` when they lie in the chain's first
+    /// readable buffer, and the first `wlines` cache lines of its first writable buffer.
+    #[inline(always)]
+    pub fn prefetch_range(&self, off: usize, len: usize, wlines: usize) {
+        if let Some(s) = self.readable().first() {
+            s.span.prefetch_range(off, len);
+        }
+        if wlines > 0 {
+            if let Some(s) = self.writable().first() {
+                s.span.prefetch(wlines, true);
+            }
+        }
+    }
+
     /// Gathers readable bytes starting at byte `off` of the chain into `dst`. Returns
     /// bytes copied.
     pub fn read_at(&self, mut off: usize, dst: &mut [u8]) -> usize {
