@@ -908,6 +908,24 @@ impl Runtime {
 fn write_chains(r: &mut Ring, k: usize, hdr_len: usize, src: &Src, out: &Out, mut hdr: NetHdr) {
     hdr.num_buffers = k as u16;
     let hdr = hdr.to_bytes();
+    if k == 1 && out.pieces[1].len == 0 && out.pieces[2].len == 0 && !out.pieces[0].tag {
+        // One receive buffer, the frame unchanged in one piece: header and frame go in
+        // with two direct copies when both sides are single buffers.
+        if r.i + PREFETCH_AHEAD < r.n {
+            r.burst.chain(r.i + PREFETCH_AHEAD).prefetch(2);
+        }
+        let pc = out.pieces[0];
+        let d = r.burst.chain(r.i);
+        let put = match src {
+            Src::Chain(c, h) => d.put_copy(&hdr[..hdr_len], c, h + pc.off, pc.len),
+            Src::Buf(b) => b.get(pc.off..pc.off + pc.len).and_then(|b| d.put_bytes(&hdr[..hdr_len], b)),
+        };
+        if let Some(w) = put {
+            r.q.add_used(d.token(), w as u32);
+            r.i += 1;
+            return;
+        }
+    }
     let (mut pi, mut poff) = (0usize, 0usize);
     for j in 0..k {
         if r.i + j + PREFETCH_AHEAD < r.n {

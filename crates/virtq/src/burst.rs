@@ -249,6 +249,43 @@ impl<'a> Chain<'a> {
         done
     }
 
+    /// Writes `hdr` and then `n` readable bytes of `src` (from its byte `src_off`) at the
+    /// start of this chain's first writable buffer, when that buffer holds both and the
+    /// bytes lie in `src`'s first readable buffer: the usual frame of one buffer on
+    /// each side, without walking segment lists. Returns the bytes written, or `None`,
+    /// having written nothing, for any other layout.
+    #[inline(always)]
+    pub fn put_copy(&self, hdr: &[u8], src: &Chain<'_>, src_off: usize, n: usize) -> Option<usize> {
+        let d = self.writable().first()?;
+        let s = src.readable().first()?;
+        let total = hdr.len() + n;
+        if d.len() < total || src_off > s.len() || n > s.len() - src_off {
+            return None;
+        }
+        d.span.write_bytes(0, hdr);
+        d.span.copy_from_span(hdr.len(), &s.span, src_off, n);
+        if let Some(l) = self.log {
+            l.mark(d.gpa, total as u64);
+        }
+        Some(total)
+    }
+
+    /// Like [`Chain::put_copy`] with the frame bytes in host memory.
+    #[inline(always)]
+    pub fn put_bytes(&self, hdr: &[u8], bytes: &[u8]) -> Option<usize> {
+        let d = self.writable().first()?;
+        let total = hdr.len() + bytes.len();
+        if d.len() < total {
+            return None;
+        }
+        d.span.write_bytes(0, hdr);
+        d.span.write_bytes(hdr.len(), bytes);
+        if let Some(l) = self.log {
+            l.mark(d.gpa, total as u64);
+        }
+        Some(total)
+    }
+
     /// Copies up to `n` readable bytes of `src` (from its byte `src_off`) into this
     /// chain's writable part at `off`: one copy from guest memory to guest memory.
     /// Returns bytes copied.
