@@ -62,6 +62,8 @@ pub(crate) struct ChainInfo {
 #[derive(Debug)]
 pub struct Burst {
     mem: Option<Arc<GuestMemory>>,
+    /// `mem`'s dirty log, kept here so that a chain view finds it in one load.
+    log: Option<Arc<DirtyLog>>,
     pub(crate) chains: Vec<ChainInfo>,
     pub(crate) segs: Vec<Seg>,
     cap: usize,
@@ -72,7 +74,7 @@ impl Burst {
     /// to four buffers each.
     pub fn with_capacity(max_chains: usize) -> Self {
         let cap = max_chains.max(1);
-        Self { mem: None, chains: Vec::with_capacity(cap), segs: Vec::with_capacity(cap * 4), cap }
+        Self { mem: None, log: None, chains: Vec::with_capacity(cap), segs: Vec::with_capacity(cap * 4), cap }
     }
 
     /// Bytes a burst of `max_chains` takes, its preallocated arrays included.
@@ -107,7 +109,7 @@ impl Burst {
         let info = &self.chains[i];
         let start = info.seg_start as usize;
         let end = start + info.nread as usize + info.nwrite as usize;
-        let log = self.mem.as_ref().and_then(|m| m.log()).map(|l| &**l);
+        let log = self.log.as_deref();
         Chain { info, segs: &self.segs[start..end], log }
     }
 
@@ -137,7 +139,10 @@ impl Burst {
         self.segs.clear();
         match &self.mem {
             Some(m) if Arc::ptr_eq(m, mem) => {}
-            _ => self.mem = Some(mem.clone()),
+            _ => {
+                self.mem = Some(mem.clone());
+                self.log = mem.log().cloned();
+            }
         }
     }
 }
@@ -366,6 +371,17 @@ impl ChainAcc {
         let span = mem.translate(addr, len as u64, hint).ok_or(RingError::BufferOutOfRange { addr, len })?;
         burst.segs.push(Seg { span, gpa: addr });
         Ok(())
+    }
+
+    /// A chain of one buffer, translated by the caller: what `new`, `add` and `finish`
+    /// would record for it.
+    #[inline(always)]
+    pub(crate) fn single(burst: &mut Burst, span: HostSpan, gpa: u64, writable: bool, token: Token) {
+        let seg_start = burst.segs.len() as u32;
+        let len = span.len() as u32;
+        burst.segs.push(Seg { span, gpa });
+        let (nread, nwrite, read_len, write_len) = if writable { (0, 1, 0, len) } else { (1, 0, len, 0) };
+        burst.chains.push(ChainInfo { token, seg_start, nread, nwrite, read_len, write_len });
     }
 
     #[inline(always)]

@@ -210,6 +210,19 @@ impl SplitDevice {
 
     #[inline(always)]
     fn parse(&mut self, head: u16, burst: &mut Burst) -> Result<(), RingError> {
+        // The usual chain: one direct descriptor, in guest memory. Anything else (or a
+        // descriptor that fails a check) takes the full walk, which reads the
+        // descriptor afresh and validates it on its own.
+        if head < self.size {
+            let (addr, len, flags, _) = self.desc.read_desc(head as usize * 16);
+            if flags & (DESC_F_NEXT | DESC_F_INDIRECT) == 0 {
+                if let Some(span) = self.mem.translate(addr, len as u64, &mut self.hint) {
+                    let token = Token { id: head, ndesc: 1 };
+                    ChainAcc::single(burst, span, addr, flags & DESC_F_WRITE != 0, token);
+                    return Ok(());
+                }
+            }
+        }
         let mut acc = ChainAcc::new(burst);
         let r = self.walk(head, burst, &mut acc);
         match r {
