@@ -1,5 +1,5 @@
-//! Counters. Written by the worker once per burst (relaxed atomic adds on lines only it
-//! writes), read by the control plane at any time.
+//! Counters. Written by the worker once per burst (relaxed loads and stores: it is the
+//! only writer, on lines only it writes), read by the control plane at any time.
 //!
 //! Directions are the switch's view: `rx` is what the switch received from a port (a
 //! VM's transmissions, taken from its TX rings), `tx` what it sent to the port (put into
@@ -9,10 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+/// Adds `n` to a counter. Every counter has one writer, the datapath worker, so a
+/// relaxed load and store do: a locked add would also wait for every store before it to
+/// reach the cache, frame bytes written to another core's lines included.
 #[inline(always)]
 fn add(c: &AtomicU64, n: u64) {
     if n != 0 {
-        c.fetch_add(n, Ordering::Relaxed);
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
     }
 }
 
