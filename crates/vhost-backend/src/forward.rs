@@ -655,7 +655,14 @@ impl Runtime {
     }
 
     /// Hands out whatever the coalescer holds.
+    #[inline(always)]
     fn gro_flush(&mut self, gro: &mut Option<(u16, Dec, Gro<'_>)>) {
+        if gro.is_some() {
+            self.gro_flush_held(gro);
+        }
+    }
+
+    fn gro_flush_held(&mut self, gro: &mut Option<(u16, Dec, Gro<'_>)>) {
         if let Some((t, d, mut g)) = gro.take() {
             let t = t as usize;
             g.flush(&mut |h, f| self.gro_out(t, &d, h, f));
