@@ -43,6 +43,9 @@ const PEEK: usize = 64;
 
 const HDR: usize = netproto::virtio_net::HDR_LEN;
 
+/// Frames longer than this have their following lines prefetched one frame ahead.
+const LARGE: usize = 256;
+
 /// Where a frame's bytes are.
 #[derive(Clone, Copy)]
 enum Src<'a> {
@@ -765,6 +768,13 @@ impl Runtime {
                     let total = c.read_len() as usize;
                     // Received bytes count every frame taken, like received packets.
                     let flen = total.saturating_sub(hdr_len);
+                    if flen > LARGE && i + 1 < n {
+                        // A large frame: the next one's lines past its first, while
+                        // this one is copied.
+                        let c1 = tx.burst.chain(i + 1);
+                        let l1 = (c1.read_len() as usize).min(MAX_FRAME + hdr_len);
+                        c1.prefetch_range(hdr_len + PEEK, l1.saturating_sub(hdr_len + PEEK), 0);
+                    }
                     // A frame may wait for its destination's buffers up to the bound
                     // (backpressure); past it, it is dropped.
                     let wait = match tx.held_since {
@@ -945,6 +955,12 @@ fn write_chains(r: &mut Ring, k: usize, hdr_len: usize, src: &Src, out: &Out, mu
         // with two direct copies when both sides are single buffers.
         if r.i + PREFETCH_AHEAD < r.n {
             r.burst.chain(r.i + PREFETCH_AHEAD).prefetch(2);
+        }
+        if out.len > LARGE && r.i + 1 < r.n {
+            // A large frame: the next buffer's lines past its first two, for the next
+            // frame of this size.
+            let lines = (hdr_len + out.len).div_ceil(64) + 1;
+            r.burst.chain(r.i + 1).prefetch_write_lines(2, lines);
         }
         let pc = out.pieces[0];
         let d = r.burst.chain(r.i);

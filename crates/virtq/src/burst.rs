@@ -214,6 +214,15 @@ impl<'a> Chain<'a> {
         }
     }
 
+    /// Prefetches, for writing, cache lines `from..to` of the chain's first writable
+    /// buffer (clipped to it).
+    #[inline]
+    pub fn prefetch_write_lines(&self, from: usize, to: usize) {
+        if let Some(s) = self.writable().first() {
+            s.span.prefetch_lines(from, to, true);
+        }
+    }
+
     /// Gathers readable bytes starting at byte `off` of the chain into `dst`. Returns
     /// bytes copied.
     pub fn read_at(&self, mut off: usize, dst: &mut [u8]) -> usize {

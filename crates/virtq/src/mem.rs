@@ -623,6 +623,29 @@ impl HostSpan {
         let _ = (lines, for_write);
     }
 
+    /// Like [`HostSpan::prefetch`] for lines `from..to` of the span (clipped to it).
+    #[inline]
+    pub fn prefetch_lines(&self, from: usize, to: usize, for_write: bool) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let to = to.min(self.len.div_ceil(64));
+            for i in from..to {
+                // The address is inside the span (a prefetch could not fault anyway).
+                let p = self.ptr.as_ptr().wrapping_add(i * 64);
+                if for_write {
+                    prefetch_write(p)
+                } else {
+                    // SAFETY: a prefetch is only a hint: it never faults and has no
+                    // architectural effect.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (from, to, for_write);
+    }
+
     /// Hints the CPU to bring in, for reading, the cache lines that hold bytes
     /// `off..off + len` of the span (clipped to it): only the lines a reader will
     /// touch, so a header it skips costs no cache miss.
