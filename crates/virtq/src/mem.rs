@@ -603,28 +603,11 @@ impl HostSpan {
     /// misses of its buffers overlap instead of being paid one after another.
     #[inline(always)]
     pub fn prefetch(&self, lines: usize, for_write: bool) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let n = lines.min(self.len.div_ceil(64));
-            for i in 0..n {
-                // The address is inside the span (a prefetch could not fault anyway).
-                let p = self.ptr.as_ptr().wrapping_add(i * 64);
-                if for_write {
-                    prefetch_write(p)
-                } else {
-                    // SAFETY: a prefetch is only a hint: it never faults and has no
-                    // architectural effect.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>()) }
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (lines, for_write);
+        self.prefetch_lines(0, lines, for_write)
     }
 
     /// Like [`HostSpan::prefetch`] for lines `from..to` of the span (clipped to it).
-    #[inline]
+    #[inline(always)]
     pub fn prefetch_lines(&self, from: usize, to: usize, for_write: bool) {
         #[cfg(target_arch = "x86_64")]
         {
