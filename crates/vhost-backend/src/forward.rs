@@ -751,7 +751,7 @@ impl Runtime {
                 // loaded).
                 let (pf_off, pf_len) = if has_offloads { (0, hdr_len + PEEK) } else { (hdr_len, PEEK) };
                 for i in 0..PREFETCH_AHEAD.min(n) {
-                    tx.burst.chain(i).prefetch_range(pf_off, pf_len, 0);
+                    tx.burst.chain(i).prefetch_read(pf_off, pf_len);
                 }
                 let mut cache = Cache::new();
                 let mut bytes = 0u64;
@@ -762,7 +762,7 @@ impl Runtime {
                 while done < n {
                     let i = done;
                     if i + PREFETCH_AHEAD < n {
-                        tx.burst.chain(i + PREFETCH_AHEAD).prefetch_range(pf_off, pf_len, 0);
+                        tx.burst.chain(i + PREFETCH_AHEAD).prefetch_read(pf_off, pf_len);
                     }
                     let c = tx.burst.chain(i);
                     let total = c.read_len() as usize;
@@ -773,7 +773,7 @@ impl Runtime {
                         // this one is copied.
                         let c1 = tx.burst.chain(i + 1);
                         let l1 = (c1.read_len() as usize).min(MAX_FRAME + hdr_len);
-                        c1.prefetch_range(hdr_len + PEEK, l1.saturating_sub(hdr_len + PEEK), 0);
+                        c1.prefetch_read(hdr_len + PEEK, l1.saturating_sub(hdr_len + PEEK));
                     }
                     // A frame may wait for its destination's buffers up to the bound
                     // (backpressure); past it, it is dropped.

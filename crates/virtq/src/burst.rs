@@ -200,17 +200,12 @@ impl<'a> Chain<'a> {
         }
     }
 
-    /// Prefetches readable bytes `off..off + len` when they lie in the chain's first
-    /// readable buffer, and the first `wlines` cache lines of its first writable buffer.
+    /// Prefetches the lines of readable bytes `off..off + len` that lie in the chain's
+    /// first readable buffer.
     #[inline(always)]
-    pub fn prefetch_range(&self, off: usize, len: usize, wlines: usize) {
+    pub fn prefetch_read(&self, off: usize, len: usize) {
         if let Some(s) = self.readable().first() {
             s.span.prefetch_range(off, len);
-        }
-        if wlines > 0 {
-            if let Some(s) = self.writable().first() {
-                s.span.prefetch(wlines, true);
-            }
         }
     }
 

@@ -33,24 +33,33 @@ use crate::error::MemError;
 #[cfg(target_arch = "x86_64")]
 static PREFETCHW: AtomicU8 = AtomicU8::new(0);
 
+/// A CPU feature answered once: `flag` holds 0 (not asked yet), 1 (no) or 2 (yes).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn cpu_has(flag: &AtomicU8, detect: fn() -> bool) -> bool {
+    match flag.load(Ordering::Relaxed) {
+        2 => true,
+        1 => false,
+        _ => detect_into(flag, detect),
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[cold]
-fn detect_prefetchw() -> bool {
-    // Leaf 8000_0000h gives the highest extended leaf, checked before 8000_0001h is read.
-    use core::arch::x86_64::__cpuid;
-    let has = __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0;
-    PREFETCHW.store(if has { 2 } else { 1 }, Ordering::Relaxed);
+fn detect_into(flag: &AtomicU8, detect: fn() -> bool) -> bool {
+    let has = detect();
+    flag.store(if has { 2 } else { 1 }, Ordering::Relaxed);
     has
 }
 
 /// Whether write prefetches are issued as PREFETCHW on this CPU.
 #[cfg(target_arch = "x86_64")]
 pub fn has_prefetchw() -> bool {
-    match PREFETCHW.load(Ordering::Relaxed) {
-        2 => true,
-        1 => false,
-        _ => detect_prefetchw(),
-    }
+    cpu_has(&PREFETCHW, || {
+        // Leaf 8000_0000h gives the highest extended leaf, checked before 8000_0001h.
+        use core::arch::x86_64::__cpuid;
+        __cpuid(0x8000_0000).eax >= 0x8000_0001 && __cpuid(0x8000_0001).ecx & (1 << 8) != 0
+    })
 }
 
 /// Prefetches the cache line at `p` for writing: PREFETCHW (exclusive state) when the
@@ -738,15 +747,7 @@ static AVX2: AtomicU8 = AtomicU8::new(0);
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn has_avx2() -> bool {
-    match AVX2.load(Ordering::Relaxed) {
-        2 => true,
-        1 => false,
-        _ => {
-            let has = std::arch::is_x86_feature_detected!("avx2");
-            AVX2.store(if has { 2 } else { 1 }, Ordering::Relaxed);
-            has
-        }
-    }
+    cpu_has(&AVX2, || std::arch::is_x86_feature_detected!("avx2"))
 }
 
 /// [`copy_bytes`] in 32-byte moves.
